@@ -1,0 +1,1 @@
+"""Datasets: sources (folder, text lists), image loading and resizing, packing, reading."""

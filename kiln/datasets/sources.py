@@ -1,0 +1,296 @@
+"""Where a dataset's images come from: a folder of class folders, or text lists (DIGITS' two methods).
+
+Turns a DatasetSpec into labels plus a list of (path, label) per split, with DIGITS' stratified
+per-class three-way split. Mistakes in the user's input raise DatasetInputError(field, message).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from kiln.datasets.images import IMAGE_EXTENSIONS, round_half_up
+from kiln.datasets.spec import DatasetSpec
+
+SPLITS = ("train", "val", "test")
+_LINE = re.compile(r"(.+)\s+(\d+)\s*$")
+
+Entry = tuple[str, int]  # (absolute path, label index)
+
+
+class DatasetInputError(Exception):
+    """A problem with what the user asked for, tied to one form field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def as_errors(self) -> dict[str, list[str]]:
+        return {self.field: [self.message]}
+
+
+def split_indices(n: int, pct_val: float, pct_test: float) -> tuple[int, int, int]:
+    """(n_train, n_val, n_test) for n images, as DIGITS' three_way_split_indices.
+
+    Every split with a non-zero percentage gets at least one image when n allows, taken first
+    from train, then from val.
+    """
+    if not (0 <= pct_val <= 100 and 0 <= pct_test <= 100 and pct_val + pct_test <= 100):
+        raise ValueError(f"bad percentages: val {pct_val}, test {pct_test}")
+    pct_train = 100 - (pct_val + pct_test)
+    if pct_train >= 100:
+        return n, 0, 0
+    if pct_val >= 100:
+        return 0, n, 0
+    if pct_test >= 100:
+        return 0, 0, n
+    a = round_half_up(n * pct_train / 100)
+    if pct_train and not a:
+        a = 1
+    b = round_half_up(n * pct_val / 100)
+    if a + b > n:
+        b = n - a
+    if pct_val and not b:
+        if a > 1:
+            a, b = a - 1, 1
+        elif a != n:
+            b = 1
+    c = n - (a + b)
+    if pct_test and not c:
+        if b > 1:
+            b, c = b - 1, 1
+        elif a > 1:
+            a, c = a - 1, 1
+    return a, b, c
+
+
+@dataclass
+class ParsedFolder:
+    """Images per label (index into labels), as found under one folder."""
+    folder: str
+    labels: list[str]
+    images: list[list[str]]
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def found(self) -> int:
+        return sum(len(paths) for paths in self.images)
+
+
+def _class_dirs(folder: Path) -> list[os.DirEntry]:
+    """Sorted sub-folders, hidden ones (.ipynb_checkpoints, .git) left out."""
+    with os.scandir(folder) as it:
+        dirs = [e for e in it if not e.name.startswith(".") and e.is_dir(follow_symlinks=True)]
+    return sorted(dirs, key=lambda e: e.name)
+
+
+def _images_under(folder: str) -> list[str]:
+    """All image files below folder, sub-folders flattened, links followed (loops visited once)."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(os.path.join(dirpath, f) for f in filenames
+                     if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+    found.sort()
+    return found
+
+
+def parse_folder(folder: str | Path, min_per_class: int, max_per_class: int | None,
+                 labels: list[str] | None = None, seed: int = 0) -> ParsedFolder:
+    """Parse a folder with one sub-folder per class (DIGITS' parse_folder).
+
+    Labels are the sorted sub-folder names with `_` shown as a space. With `labels` (a separate
+    val or test folder) sub-folders map onto those labels and unknown ones are skipped with a
+    warning. A class with fewer than min_per_class images is dropped; above max_per_class a
+    seeded random subset is kept.
+    """
+    folder = os.path.abspath(folder)
+    dirs = _class_dirs(Path(folder))
+    create = labels is None
+    out = ParsedFolder(folder, [] if create else list(labels), [] if create else [[] for _ in labels])
+    rng = np.random.default_rng(seed)
+    for entry in dirs:
+        name = entry.name.replace("_", " ")
+        if not create and name not in out.labels:
+            out.warnings.append(f'Category "{name}" in {folder} is not a train label. Skipping.')
+            continue
+        paths = _images_under(entry.path)
+        if len(paths) < max(min_per_class, 1):
+            out.dropped.append({"label": name, "reason": f"{len(paths)} images, fewer than the "
+                                                         f"minimum of {min_per_class} per class"})
+            continue
+        if max_per_class is not None and len(paths) > max_per_class:
+            keep = np.sort(rng.choice(len(paths), size=max_per_class, replace=False))
+            paths = [paths[i] for i in keep]
+        if create:
+            out.labels.append(name)
+            out.images.append(paths)
+        else:
+            out.images[out.labels.index(name)] = paths
+    return out
+
+
+@dataclass
+class ParsedList:
+    entries: list[Entry]
+    bad_lines: list[str] = field(default_factory=list)
+
+
+def read_labels_file(path: str | Path, field_name: str = "textfile_labels_file") -> list[str]:
+    """Line i (non-empty, stripped) is the name of label i."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DatasetInputError(field_name, f"cannot read labels file {path}: {exc.strerror or exc}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def parse_textfile(list_path: str | Path, labels: list[str], prefix: str | Path = "",
+                   field_name: str = "textfile_train_images") -> ParsedList:
+    """Read a DIGITS image list: one `path label_index` per line.
+
+    Relative paths are joined to prefix (or, without one, to the list file's folder). Lines that
+    do not parse, or whose label is not in labels, are skipped and reported with their line
+    number; a list with no usable line raises DatasetInputError on field_name.
+    """
+    base = Path(prefix) if str(prefix) else Path(list_path).resolve().parent
+    try:
+        text = Path(list_path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DatasetInputError(field_name, f"cannot read {list_path}: {exc.strerror or exc}") from None
+    out = ParsedList([])
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            out.bad_lines.append(f"{list_path} line {number}: expected 'path label_index', got {line[:80]!r}")
+            continue
+        label = int(match.group(2))
+        if label >= len(labels):
+            out.bad_lines.append(f"{list_path} line {number}: label {label} is not in the labels file "
+                                 f"({len(labels)} labels, 0..{len(labels) - 1})")
+            continue
+        path = match.group(1).strip()
+        out.entries.append((os.path.abspath(os.path.join(base, path)), label))
+    if not out.entries:
+        first = out.bad_lines[0] if out.bad_lines else f"{list_path} is empty"
+        raise DatasetInputError(field_name, f"no usable lines; {first}")
+    return out
+
+
+@dataclass
+class SourceLists:
+    """What a spec resolves to: labels and the (path, label) entries of each split, in storage order."""
+    labels: list[str]
+    splits: dict[str, list[Entry]]
+    found: int
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def parse_info(self) -> dict:
+        return {"found": self.found, "categories": len(self.labels), "dropped": self.dropped}
+
+
+def _as_int(value: object, default: int) -> int:
+    return default if value in (None, "") else int(value)  # type: ignore[arg-type]
+
+
+def _stratified(parsed: ParsedFolder, pct_val: int, pct_test: int,
+                rng: np.random.Generator) -> tuple[list[str], dict[str, list[Entry]], list[dict[str, str]]]:
+    """Per-class shuffle and three-way split; classes too small for the requested splits are dropped."""
+    required = sum(1 for p in (100 - pct_val - pct_test, pct_val, pct_test) if p > 0)
+    labels: list[str] = []
+    splits: dict[str, list[Entry]] = {s: [] for s in SPLITS}
+    dropped: list[dict[str, str]] = []
+    for name, paths in zip(parsed.labels, parsed.images):
+        if len(paths) < required:
+            dropped.append({"label": name, "reason": f"{len(paths)} images, fewer than the "
+                                                     f"{required} splits requested"})
+            continue
+        index = len(labels)
+        labels.append(name)
+        order = rng.permutation(len(paths))
+        a, b, _ = split_indices(len(paths), pct_val, pct_test)
+        for split, part in zip(SPLITS, (order[:a], order[a:a + b], order[a + b:])):
+            splits[split].extend((paths[i], index) for i in part)
+    return labels, splits, dropped
+
+
+def _from_folders(spec: DatasetSpec) -> SourceLists:
+    seed = _as_int(spec.seed, 0)
+    pct_val = 0 if spec.has_val_folder else _as_int(spec.folder_pct_val, 0)
+    pct_test = 0 if spec.has_test_folder else _as_int(spec.folder_pct_test, 0)
+    train = parse_folder(spec.folder_train, _as_int(spec.folder_train_min_per_class, 1),
+                         spec.folder_train_max_per_class or None, seed=seed)
+    labels, splits, dropped = _stratified(train, pct_val, pct_test, np.random.default_rng(seed))
+    dropped = train.dropped + dropped
+    if len(labels) < 2:
+        kept = f" ({', '.join(labels)})" if labels else ""
+        raise DatasetInputError("folder_train", f"found {len(labels)} usable classes{kept} in "
+                                f"{spec.folder_train}; need at least 2 sub-folders with at least "
+                                f"{_as_int(spec.folder_train_min_per_class, 1)} images each")
+    found, warnings = train.found, list(train.warnings)
+    for split, use, folder, lo, hi in (
+            ("val", spec.has_val_folder, spec.folder_val, spec.folder_val_min_per_class,
+             spec.folder_val_max_per_class),
+            ("test", spec.has_test_folder, spec.folder_test, spec.folder_test_min_per_class,
+             spec.folder_test_max_per_class)):
+        if not use:
+            continue
+        extra = parse_folder(folder, _as_int(lo, 1), hi or None, labels=labels, seed=seed)
+        splits[split] = [(p, i) for i, paths in enumerate(extra.images) for p in paths]
+        found += extra.found
+        warnings += extra.warnings
+        dropped += [{**d, "label": f"{d['label']} ({split} folder)"} for d in extra.dropped]
+    return SourceLists(labels, splits, found, dropped, warnings)
+
+
+def _from_textfiles(spec: DatasetSpec) -> SourceLists:
+    if not spec.textfile_labels_file:
+        raise DatasetInputError("textfile_labels_file", "a labels file is required")
+    labels = read_labels_file(spec.textfile_labels_file)
+    if len(labels) < 2:
+        raise DatasetInputError("textfile_labels_file", f"{spec.textfile_labels_file} names "
+                                f"{len(labels)} labels; need at least 2")
+    splits: dict[str, list[Entry]] = {s: [] for s in SPLITS}
+    warnings: list[str] = []
+    for split, use in (("train", True), ("val", spec.textfile_use_val), ("test", spec.textfile_use_test)):
+        if not use:
+            continue
+        parsed = parse_textfile(getattr(spec, f"textfile_{split}_images"), labels,
+                                getattr(spec, f"textfile_{split}_folder") or "",
+                                field_name=f"textfile_{split}_images")
+        splits[split] = parsed.entries
+        warnings += parsed.bad_lines
+    return SourceLists(labels, splits, sum(len(v) for v in splits.values()), [], warnings)
+
+
+def collect_images(spec: DatasetSpec, log: Callable[[str], None] | None = None) -> SourceLists:
+    """Resolve a spec into labels and per-split entries (shuffled with spec.seed, as DIGITS' create_db did)."""
+    if spec.method not in ("folder", "textfile"):
+        raise DatasetInputError("method", f"must be folder or textfile, not {spec.method!r}")
+    result = _from_folders(spec) if spec.method == "folder" else _from_textfiles(spec)
+    if spec.method == "folder" or spec.textfile_shuffle:
+        rng = np.random.default_rng([_as_int(spec.seed, 0), 1])
+        for split, entries in result.splits.items():
+            result.splits[split] = [entries[i] for i in rng.permutation(len(entries))]
+    if log is not None:
+        for line in result.warnings[:100]:
+            log(f"WARNING: {line}")
+        for d in result.dropped:
+            log(f'WARNING: Category "{d["label"]}" dropped: {d["reason"]}')
+    return result

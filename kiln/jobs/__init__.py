@@ -1,0 +1,1 @@
+"""Jobs: scheduler (one worker process per job), worker entry point, recovery."""

@@ -1,0 +1,23 @@
+"""A model job: train the configured network on a Done dataset, resuming when asked."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kiln.config import Settings
+from kiln.jobs.worker import UserFacingError
+from kiln.reporting import Reporter
+from kiln.training.config import TrainConfig
+
+
+def run_model(job: dict[str, Any], job_dir: Path, settings: Settings, reporter: Reporter) -> dict[str, Any]:
+    from kiln.datasets.reader import PackedDataset
+    from kiln.training.loop import train
+
+    dataset_dir = settings.jobs_dir / (job["dataset_id"] or "")
+    if not (dataset_dir / "manifest.json").exists():
+        raise UserFacingError(f"Dataset {job['dataset_id']} is missing or not finished; "
+                              "create it again and clone this model.")
+    config = TrainConfig.from_dict(job["params"]["config"])
+    resume = (job_dir / "resume.pt").exists()
+    return train(config, PackedDataset(dataset_dir), job_dir, reporter, resume=resume)

@@ -1,0 +1,186 @@
+"""Starts one worker process per job, aborts jobs, and recovers after a restart.
+
+Runs as a thread inside the server. SQLite is the truth: the scheduler only reads job rows,
+starts `python -m kiln.jobs.worker`, and cleans up after workers that died.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import psutil
+
+from kiln.config import Settings
+from kiln.store import ACTIVE, Store
+
+KILL_AFTER_S = 3.0
+
+
+def worker_alive(job: dict[str, Any]) -> bool:
+    """True if the job's recorded worker process still exists (and is the same process)."""
+    if not job.get("pid"):
+        return False
+    try:
+        proc = psutil.Process(job["pid"])
+        same = job.get("pid_started") is None or abs(proc.create_time() - job["pid_started"]) < 1.0
+        return same and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, poll_s: float = 0.3) -> None:
+        self.settings = settings
+        self.poll_s = poll_s
+        self.store = Store(settings.db_path)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._run, name="kiln-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Server shutdown: stop workers; their jobs become Interrupted (resumable)."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        with self.lock:
+            for job_id, proc in list(self.procs.items()):
+                if proc.poll() is None:
+                    proc.terminate()
+            for job_id, proc in list(self.procs.items()):
+                try:
+                    proc.wait(timeout=KILL_AFTER_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                job = self.store.get_job(job_id)
+                if job and job["status"] in ACTIVE:
+                    self.store.set_status(job_id, "Interrupted", note="server stopped")
+
+    def recover(self) -> None:
+        """Jobs left Running by a worker that is gone become Interrupted."""
+        for job in self.store.jobs_with_status(["Running"]):
+            if not worker_alive(job):
+                self.store.set_status(job["id"], "Interrupted", note="worker gone at server start")
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.tick()
+            except Exception as exc:  # keep scheduling whatever one job did
+                print(f"kiln scheduler: {exc!r}", file=sys.stderr, flush=True)
+
+    def tick(self) -> None:
+        with self.lock:
+            self._reap()
+            running = [j for j in self.store.jobs_with_status(["Running"])]
+            slots = self.settings.max_running_jobs - len(running)
+            for job in self.store.jobs_with_status(["Initialized", "Waiting"]):
+                if slots <= 0:
+                    break
+                if job["type"] == "model" and not self._dataset_ready(job):
+                    continue
+                self._spawn(job)
+                slots -= 1
+
+    def _dataset_ready(self, job: dict[str, Any]) -> bool:
+        """A model waits for its dataset; if the dataset failed, so does the model."""
+        ds = self.store.get_job(job["dataset_id"] or "")
+        if ds is None:
+            self.store.set_status(job["id"], "Error", error="Its dataset was deleted. Pick another dataset and clone.")
+            return False
+        if ds["status"] == "Done":
+            return True
+        if ds["status"] in ("Error", "Aborted"):
+            self.store.set_status(job["id"], "Aborted", note=f"dataset {ds['status']}")
+            return False
+        if job["status"] == "Initialized":
+            self.store.set_status(job["id"], "Waiting", note="waiting for its dataset")
+        return False
+
+    def _spawn(self, job: dict[str, Any]) -> None:
+        job_dir = self.settings.jobs_dir / job["id"]
+        job_dir.mkdir(parents=True, exist_ok=True)
+        log = open(job_dir / "worker.log", "ab")
+        cmd = [sys.executable, "-m", "kiln.jobs.worker", job["id"], "--data-dir", str(self.settings.data_dir)]
+        self.procs[job["id"]] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        # the worker claims the job itself; wait briefly so the next tick does not start it twice
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            current = self.store.get_job(job["id"])
+            if current is None or current["status"] not in ("Initialized", "Waiting"):
+                return
+            if self.procs[job["id"]].poll() is not None:
+                break
+            time.sleep(0.05)
+
+    def _reap(self) -> None:
+        for job_id, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                continue
+            del self.procs[job_id]
+            job = self.store.get_job(job_id)
+            if job and job["status"] in ACTIVE:
+                if job["abort_requested"]:
+                    self.store.set_status(job_id, "Aborted", note="worker stopped")
+                else:
+                    self.store.set_status(job_id, "Error", error=(
+                        f"The worker process exited with code {proc.returncode} before finishing "
+                        f"(see worker.log in the job folder). Resume or clone the job."))
+        # workers started by someone else (the CLI, a previous server) that died
+        for job in self.store.jobs_with_status(["Running"]):
+            if job["id"] not in self.procs and not worker_alive(job):
+                self.store.set_status(job["id"], "Interrupted", note="worker gone")
+
+    # -- actions --------------------------------------------------------------------------------
+    def abort(self, job_id: str) -> bool:
+        """Ask the worker to stop (SIGTERM), then kill it if it does not within KILL_AFTER_S."""
+        job = self.store.get_job(job_id)
+        if job is None or job["status"] not in ACTIVE:
+            return False
+        self.store.update_fields(job_id, abort_requested=1)
+        if job["status"] in ("Initialized", "Waiting"):
+            return self.store.set_status(job_id, "Aborted", expect=("Initialized", "Waiting"),
+                                         note="aborted before it started") or True
+        pid = job["pid"]
+        if pid and worker_alive(job):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            threading.Thread(target=self._kill_later, args=(job_id, job), daemon=True).start()
+        return True
+
+    def _kill_later(self, job_id: str, job: dict[str, Any]) -> None:
+        deadline = time.monotonic() + KILL_AFTER_S
+        while time.monotonic() < deadline:
+            if not worker_alive(job):
+                break
+            time.sleep(0.1)
+        else:
+            try:
+                os.kill(job["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        store = Store(self.settings.db_path)
+        try:
+            time.sleep(0.2)
+            current = store.get_job(job_id)
+            if current and current["status"] == "Running" and not worker_alive(job):
+                store.set_status(job_id, "Aborted", note="worker killed after abort")
+        finally:
+            store.close()

@@ -1,0 +1,88 @@
+"""Runs one job to the end in this process: `python -m kiln.jobs.worker JOB_ID --data-dir D`.
+
+The scheduler starts one such process per job; `kiln dataset create` / `kiln train` call
+`run_job` in their own process instead, so the CLI and the web UI share the same jobs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from kiln.config import Settings
+from kiln.jobs.reporter import StoreReporter
+from kiln.reporting import Stopped
+from kiln.store import Store
+
+
+class UserFacingError(Exception):
+    """A failure whose message already says what failed and what to do."""
+
+
+def run_job(settings: Settings, job_id: str, echo: Callable[[float, str], None] | None = None) -> str:
+    """Claim the job, run it, record the outcome; returns the final status."""
+    store = Store(settings.db_path)
+    me = psutil.Process()
+    if not store.set_status(job_id, "Running", expect=("Initialized", "Waiting"), pid=os.getpid(),
+                            pid_started=me.create_time()):
+        job = store.get_job(job_id)
+        return job["status"] if job else "missing"
+    reporter = StoreReporter(store, job_id, echo)
+    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(reporter, "stop_flag", True))
+    try:
+        job = store.get_job(job_id)
+        assert job is not None
+        job_dir = settings.jobs_dir / job_id
+        job_dir.mkdir(parents=True, exist_ok=True)
+        summary = _dispatch(job, job_dir, settings, reporter)
+        store.update_fields(job_id, summary=summary)
+        store.set_status(job_id, "Done")
+        return "Done"
+    except Stopped:
+        store.set_status(job_id, "Aborted", note="aborted by user")
+        return "Aborted"
+    except Exception as exc:  # the job failed: say what and what to do, keep the traceback in the log
+        store.add_log(job_id, traceback.format_exc())
+        store.set_status(job_id, "Error", error=_explain(exc))
+        return "Error"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        store.close()
+
+
+def _dispatch(job: dict[str, Any], job_dir: Path, settings: Settings, reporter: StoreReporter) -> dict:
+    if job["type"] == "dataset":
+        from kiln.jobs.dataset_job import run_dataset
+        return run_dataset(job, job_dir, reporter)
+    if job["type"] == "model":
+        from kiln.jobs.model_job import run_model
+        return run_model(job, job_dir, settings, reporter)
+    raise UserFacingError(f"Unknown job type {job['type']!r}.")
+
+
+def _explain(exc: Exception) -> str:
+    from kiln.jobs.errors import explain
+    return explain(exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kiln-worker")
+    parser.add_argument("job_id")
+    parser.add_argument("--data-dir", required=True)
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(data_dir=args.data_dir)
+    started = time.time()
+    status = run_job(settings, args.job_id)
+    print(f"job {args.job_id}: {status} after {time.time() - started:.1f} s", flush=True)
+    return 0 if status in ("Done", "Aborted") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Networks: one registry for every network, whether written in Python or (later) as text.
+
+Importing this package registers the standard networks, in the order DIGITS lists them.
+"""
+from . import lenet, alexnet, googlenet, resnet  # noqa: F401  (registration side effects)
+from .registry import (
+    NetworkInfo,
+    count_parameters,
+    create_network,
+    get_network_info,
+    list_networks,
+    register_builder,
+    register_network,
+)
+
+__all__ = [
+    "NetworkInfo",
+    "count_parameters",
+    "create_network",
+    "get_network_info",
+    "list_networks",
+    "register_builder",
+    "register_network",
+]

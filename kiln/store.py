@@ -1,0 +1,250 @@
+"""SQLite (WAL): the one source of truth for jobs, status history, progress, metrics, snapshots.
+
+Every process (server, workers, CLI) opens its own connection; each write also appends a row to
+`changes`, which the server's event stream polls to push live updates.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+STATUSES = ("Initialized", "Waiting", "Running", "Done", "Aborted", "Error", "Interrupted")
+ACTIVE = ("Initialized", "Waiting", "Running")
+STATUS_CSS = {"Initialized": "warning", "Waiting": "warning", "Running": "info", "Done": "success",
+              "Aborted": "warning", "Error": "danger", "Interrupted": "warning"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,                -- dataset | model
+    name TEXT NOT NULL,
+    group_name TEXT NOT NULL DEFAULT '',
+    notes TEXT NOT NULL DEFAULT '',
+    username TEXT,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,                      -- last time it went Running
+    run_seconds REAL NOT NULL DEFAULT 0, -- time spent Running before `started`
+    finished REAL,
+    progress REAL NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    params TEXT NOT NULL DEFAULT '{}', -- the form / spec / config, JSON
+    dataset_id TEXT,
+    pid INTEGER,
+    pid_started REAL,
+    abort_requested INTEGER NOT NULL DEFAULT 0,
+    summary TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS status_history (
+    job_id TEXT NOT NULL, status TEXT NOT NULL, ts REAL NOT NULL, note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS status_history_job ON status_history(job_id);
+CREATE TABLE IF NOT EXISTS metrics (
+    job_id TEXT NOT NULL, epoch REAL NOT NULL, phase TEXT NOT NULL, name TEXT NOT NULL,
+    value REAL, ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, phase, name);
+CREATE TABLE IF NOT EXISTS snapshots (
+    job_id TEXT NOT NULL, epoch REAL NOT NULL, path TEXT NOT NULL, info TEXT NOT NULL DEFAULT '{}',
+    ts REAL NOT NULL, PRIMARY KEY (job_id, epoch, path)
+);
+CREATE TABLE IF NOT EXISTS logs (job_id TEXT NOT NULL, ts REAL NOT NULL, line TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS logs_job ON logs(job_id);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, kind TEXT NOT NULL, ts REAL NOT NULL
+);
+"""
+
+
+def new_job_id() -> str:
+    """Readable, sortable ids as DIGITS made them: 20160809-103210-ccbf."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writes ---------------------------------------------------------------------------------
+    def _changed(self, job_id: str, kind: str) -> None:
+        self.db.execute("INSERT INTO changes(job_id, kind, ts) VALUES (?,?,?)", (job_id, kind, time.time()))
+
+    def create_job(self, type_: str, name: str, params: dict[str, Any], username: str | None,
+                   group_name: str = "", dataset_id: str | None = None, job_id: str | None = None) -> str:
+        job_id = job_id or new_job_id()
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                "INSERT INTO jobs(id, type, name, group_name, username, status, created, params, dataset_id)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (job_id, type_, name, group_name, username, "Initialized", now, json.dumps(params), dataset_id))
+            self.db.execute("INSERT INTO status_history(job_id, status, ts) VALUES (?,?,?)",
+                            (job_id, "Initialized", now))
+            self._changed(job_id, "added")
+        return job_id
+
+    def set_status(self, job_id: str, status: str, error: str | None = None, note: str = "",
+                   expect: Iterable[str] | None = None, pid: int | None = None,
+                   pid_started: float | None = None) -> bool:
+        """Move a job to `status`; with `expect`, only from one of those statuses (atomic claim)."""
+        assert status in STATUSES, status
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = self.db.execute("SELECT status, started, run_seconds FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None or (expect is not None and row["status"] not in tuple(expect)):
+                return False
+            sets: dict[str, Any] = {"status": status}
+            if status == "Running":
+                sets.update(started=now, finished=None, error=None, abort_requested=0, pid=pid,
+                            pid_started=pid_started)
+            elif row["status"] == "Running" and row["started"]:
+                sets.update(run_seconds=row["run_seconds"] + now - row["started"], started=None)
+            if status in ("Done", "Aborted", "Error", "Interrupted"):
+                sets.update(finished=now, pid=None)
+            if status == "Done":
+                sets["progress"] = 1.0
+            if error is not None:
+                sets["error"] = error
+            if status == "Initialized":
+                sets.update(error=None, abort_requested=0)
+            cols = ", ".join(f"{k}=?" for k in sets)
+            self.db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*sets.values(), job_id))
+            self.db.execute("INSERT INTO status_history(job_id, status, ts, note) VALUES (?,?,?,?)",
+                            (job_id, status, now, note or (error or "")))
+            self._changed(job_id, "status")
+        return True
+
+    def set_progress(self, job_id: str, fraction: float, message: str = "") -> None:
+        with self.db:
+            self.db.execute("UPDATE jobs SET progress=?, message=? WHERE id=?",
+                            (max(0.0, min(1.0, fraction)), message, job_id))
+            self._changed(job_id, "progress")
+
+    def update_fields(self, job_id: str, **values: Any) -> None:
+        allowed = {"name", "group_name", "notes", "summary", "params", "abort_requested", "message"}
+        bad = set(values) - allowed
+        if bad:
+            raise ValueError(f"cannot update {sorted(bad)}")
+        values = {k: json.dumps(v) if k in ("summary", "params") else v for k, v in values.items()}
+        cols = ", ".join(f"{k}=?" for k in values)
+        with self.db:
+            self.db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*values.values(), job_id))
+            self._changed(job_id, "attribute")
+
+    def add_metrics(self, job_id: str, epoch: float, values: dict[str, float], phase: str) -> None:
+        now = time.time()
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO metrics(job_id, epoch, phase, name, value, ts) VALUES (?,?,?,?,?,?)",
+                [(job_id, epoch, phase, k, float(v), now) for k, v in values.items()])
+            self._changed(job_id, "metrics")
+
+    def add_snapshot(self, job_id: str, epoch: float, path: str, info: dict[str, Any]) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO snapshots(job_id, epoch, path, info, ts) VALUES (?,?,?,?,?)",
+                            (job_id, epoch, path, json.dumps(info), time.time()))
+            self._changed(job_id, "snapshots")
+
+    def add_log(self, job_id: str, line: str) -> None:
+        with self.db:
+            self.db.execute("INSERT INTO logs(job_id, ts, line) VALUES (?,?,?)", (job_id, time.time(), line))
+
+    def clear_metrics_after(self, job_id: str, epoch: float) -> None:
+        """On resume, drop points past the last snapshot so the charts continue where they stopped."""
+        with self.db:
+            self.db.execute("DELETE FROM metrics WHERE job_id=? AND epoch>?", (job_id, epoch))
+            self.db.execute("DELETE FROM snapshots WHERE job_id=? AND epoch>?", (job_id, epoch))
+            self._changed(job_id, "metrics")
+
+    def delete_job(self, job_id: str) -> None:
+        with self.db:
+            for table in ("jobs",):
+                self.db.execute(f"DELETE FROM {table} WHERE id=?", (job_id,))
+            for table in ("status_history", "metrics", "snapshots", "logs"):
+                self.db.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))
+            self._changed(job_id, "deleted")
+
+    # -- reads ----------------------------------------------------------------------------------
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def list_jobs(self, type_: str | None = None) -> list[dict[str, Any]]:
+        if type_:
+            rows = self.db.execute("SELECT * FROM jobs WHERE type=? ORDER BY created DESC", (type_,))
+        else:
+            rows = self.db.execute("SELECT * FROM jobs ORDER BY created DESC")
+        return [_job(r) for r in rows]
+
+    def jobs_with_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]:
+        st = tuple(statuses)
+        q = f"SELECT * FROM jobs WHERE status IN ({','.join('?' * len(st))}) ORDER BY created"
+        return [_job(r) for r in self.db.execute(q, st)]
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT status, ts, note FROM status_history WHERE job_id=? ORDER BY rowid",
+                               (job_id,))
+        return [dict(r) for r in rows]
+
+    def metrics(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT epoch, phase, name, value FROM metrics WHERE job_id=? ORDER BY rowid",
+                               (job_id,))
+        return [dict(r) for r in rows]
+
+    def snapshots(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT epoch, path, info FROM snapshots WHERE job_id=? ORDER BY epoch", (job_id,))
+        return [{"epoch": r["epoch"], "path": r["path"], "info": json.loads(r["info"])} for r in rows]
+
+    def logs(self, job_id: str, limit: int = 200) -> list[str]:
+        rows = self.db.execute("SELECT line FROM logs WHERE job_id=? ORDER BY rowid DESC LIMIT ?", (job_id, limit))
+        return [r["line"] for r in rows][::-1]
+
+    def models_using(self, dataset_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM jobs WHERE type='model' AND dataset_id=?", (dataset_id,))
+        return [_job(r) for r in rows]
+
+    def last_change(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+
+    def changes_since(self, seq: int) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT seq, job_id, kind FROM changes WHERE seq>? ORDER BY seq LIMIT 500", (seq,))
+        return [dict(r) for r in rows]
+
+
+def _job(row: sqlite3.Row) -> dict[str, Any]:
+    job = dict(row)
+    job["params"] = json.loads(job["params"] or "{}")
+    job["summary"] = json.loads(job["summary"] or "{}")
+    return job
+
+
+def elapsed(job: dict[str, Any], now: float | None = None) -> float:
+    """Seconds spent running, including the current run."""
+    now = now or time.time()
+    extra = now - job["started"] if job["status"] == "Running" and job["started"] else 0.0
+    return job["run_seconds"] + extra
+
+
+def eta(job: dict[str, Any], now: float | None = None) -> float | None:
+    """DIGITS' estimate: (1 - p) * elapsed / p, over time since the job went Running."""
+    if job["status"] != "Running" or not job["started"] or job["progress"] <= 0:
+        return None
+    since = (now or time.time()) - job["started"]
+    return (1 - job["progress"]) * since / job["progress"]

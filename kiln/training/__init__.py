@@ -1,0 +1,1 @@
+"""Training: the loop, solvers, learning-rate policies, augmentations, checkpoints."""

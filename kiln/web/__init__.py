@@ -1,0 +1,1 @@
+"""The web app: pages, the DIGITS-compatible JSON API and the live event stream."""

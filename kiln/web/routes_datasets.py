@@ -1,0 +1,158 @@
+"""Dataset pages and API: new (form), create, show, explore, summary, stored images."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.datastructures import UploadFile
+
+from kiln.config import Settings
+from kiln.datasets.spec import DatasetSpec
+from kiln.store import Store, new_job_id
+from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
+from kiln.web.forms import FormErrors, parse_into
+from kiln.web.routes_jobs import job_state
+from kiln.web.shapes import dataset_dict, read_manifest
+
+router = APIRouter(tags=["datasets"])
+UPLOADS = ("train", "val", "test")
+
+
+def spec_from_form(form: dict[str, Any], upload_dir: Path | None = None) -> DatasetSpec:
+    """A DatasetSpec from DIGITS' form fields (plus kiln's add_inverted); raises FormErrors."""
+    errors: dict[str, list[str]] = {}
+    values = parse_into(DatasetSpec, form, errors)
+    if form.get("textfile_use_local_files") and str(form["textfile_use_local_files"]).lower() in ("1", "true", "on"):
+        for key in ("train_images", "val_images", "test_images", "labels_file"):
+            local = form.get(f"textfile_local_{key}")
+            if local:
+                values[f"textfile_{key}"] = str(local)
+    if errors:
+        raise FormErrors(errors)
+    return DatasetSpec.from_dict(values)
+
+
+async def save_uploads(form: Any, upload_dir: Path, spec: DatasetSpec) -> None:
+    """Uploaded text lists are kept in the job folder; the spec then points at them."""
+    for key in ("train_images", "val_images", "test_images", "labels_file"):
+        item = form.get(f"textfile_{key}")
+        if isinstance(item, UploadFile) and item.filename:
+            upload_dir.mkdir(parents=True, exist_ok=True)
+            path = upload_dir / f"uploaded_{key}.txt"
+            path.write_bytes(await item.read())
+            setattr(spec, f"textfile_{key}", str(path))
+
+
+def validate(spec: DatasetSpec, settings: Settings) -> dict[str, list[str]]:
+    from kiln.datasets.spec import validate_spec
+    return validate_spec(spec, settings.allowed_roots)
+
+
+def create_dataset_job(store: Store, settings: Settings, spec: DatasetSpec, username: str,
+                       job_id: str | None = None) -> str:
+    """Validate and queue a dataset job; raises FormErrors with per-field messages."""
+    errors = validate(spec, settings)
+    if errors:
+        raise FormErrors(errors)
+    return store.create_job("dataset", spec.dataset_name, {"spec": spec.to_dict()}, username,
+                            group_name=spec.group_name, job_id=job_id)
+
+
+@router.get("/datasets/images/classification/new")
+def new_dataset(request: Request, store: StoreDep, user: UserDep, clone: str | None = None) -> Response:
+    values = DatasetSpec().to_dict()
+    if clone:
+        values.update(job_or_404(store, clone, "dataset")["params"].get("spec", {}))
+        values["dataset_name"] = f"Clone of {values.get('dataset_name', '')}"
+    return _form_page(request, values, {}, 200)
+
+
+def _form_page(request: Request, values: dict[str, Any], errors: dict[str, list[str]], status: int) -> Response:
+    return request.app.state.templates.TemplateResponse(
+        request, "dataset_new.html", {"v": values, "errors": errors, "user": request.cookies.get("username")},
+        status_code=status)
+
+
+@router.post("/datasets/images/classification.json")
+@router.post("/datasets/images/classification")
+async def create_dataset(request: Request, store: StoreDep, settings: SettingsDep, user: UserDep) -> Response:
+    form = await request.form()
+    job_id = new_job_id()
+    try:
+        spec = spec_from_form(dict(form))
+        await save_uploads(form, settings.jobs_dir / job_id, spec)
+        create_dataset_job(store, settings, spec, user, job_id)
+    except FormErrors as exc:
+        if wants_json(request):
+            return JSONResponse({"errors": exc.errors}, status_code=400)
+        values = {**DatasetSpec().to_dict(), **{k: v for k, v in form.items() if isinstance(v, str)}}
+        return _form_page(request, values, exc.errors, 400)
+    if wants_json(request):
+        return JSONResponse({"id": job_id, "name": spec.dataset_name, "status": "Initialized"})
+    return RedirectResponse(f"/datasets/{job_id}", status_code=302)
+
+
+@router.get("/datasets/summary")
+def summary(request: Request, job_id: str, store: StoreDep, settings: SettingsDep) -> Response:
+    job = job_or_404(store, job_id, "dataset")
+    return request.app.state.templates.TemplateResponse(request, "dataset_summary.html", {
+        "job": job, "spec": job["params"].get("spec", {}), "manifest": read_manifest(settings.jobs_dir, job_id)})
+
+
+@router.get("/datasets/images/classification/explore")
+def explore(request: Request, job_id: str, store: StoreDep, settings: SettingsDep, db: str = "train",
+            page: int = 0, size: int = 25, label: int | None = None) -> Response:
+    from kiln.datasets.reader import PackedDataset
+
+    job = job_or_404(store, job_id, "dataset")
+    if read_manifest(settings.jobs_dir, job_id) is None:
+        raise HTTPException(400, "The dataset is not finished yet: explore it once it is Done.")
+    ds = PackedDataset(settings.jobs_dir / job_id)
+    if db not in ds.splits:
+        raise HTTPException(404, f"db: this dataset has no {db!r} split (it has {', '.join(ds.splits)}).")
+    if size not in (10, 25, 50, 100):
+        size = 25
+    indices = ds.indices(db, label)
+    pages = max(1, math.ceil(len(indices) / size))
+    page = min(max(page, 0), pages - 1)
+    shown = indices[page * size:(page + 1) * size]
+    targets = ds.targets(db)
+    return request.app.state.templates.TemplateResponse(request, "dataset_explore.html", {
+        "job": job, "db": db, "splits": ds.splits, "labels": ds.labels, "label": label, "size": size,
+        "page": page, "pages": pages, "total": len(indices),
+        "items": [(int(i), ds.labels[int(targets[i])]) for i in shown],
+        "page_range": range(max(0, page - 5), min(pages, page + 6)), "user": request.cookies.get("username")})
+
+
+@router.get("/datasets/{job_id}/images/{split}/{index}.png")
+def stored_image(job_id: str, split: str, index: int, store: StoreDep, settings: SettingsDep) -> Response:
+    from kiln.datasets.reader import PackedDataset
+
+    job_or_404(store, job_id, "dataset")
+    if read_manifest(settings.jobs_dir, job_id) is None:
+        raise HTTPException(404, "The dataset is not finished.")
+    ds = PackedDataset(settings.jobs_dir / job_id)
+    if split not in ds.splits or not 0 <= index < ds.count(split):
+        raise HTTPException(404, f"No image {index} in {split}.")
+    return Response(ds.image_png(split, index), media_type="image/png",
+                    headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/datasets/{job_id}.json")
+def dataset_json(job_id: str, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    return dataset_dict(job_or_404(store, job_id, "dataset"), settings.jobs_dir, verbose=True)
+
+
+@router.get("/datasets/{job_id}")
+def show_dataset(request: Request, job_id: str, store: StoreDep, settings: SettingsDep) -> Response:
+    job = job_or_404(store, job_id, "dataset")
+    if wants_json(request):
+        return JSONResponse(dataset_dict(job, settings.jobs_dir, verbose=True))
+    manifest = read_manifest(settings.jobs_dir, job_id)
+    return request.app.state.templates.TemplateResponse(request, "dataset_show.html", {
+        "job": job, "spec": job["params"].get("spec", {}), "manifest": manifest,
+        "state": job_state(job, store), "models": store.models_using(job_id), "logs": store.logs(job_id, 30),
+        "user": request.cookies.get("username"), "directory": settings.jobs_dir / job_id})

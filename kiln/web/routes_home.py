@@ -1,0 +1,70 @@
+"""The home page and its JSON: /, /index.json, /completed_jobs.json."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+import kiln
+from kiln.store import ACTIVE
+from kiln.web.deps import SettingsDep, StoreDep, wants_json
+from kiln.web.shapes import dataset_dict, model_dict, row
+
+router = APIRouter(tags=["home"])
+
+
+def _running_first(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(jobs, key=lambda j: (j["status"] not in ACTIVE, -j["created"]))
+
+
+@router.get("/index.json")
+def index_json(store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    datasets = _running_first(store.list_jobs("dataset"))
+    models = _running_first(store.list_jobs("model"))
+    return {
+        "version": kiln.__version__, "jobs_dir": str(settings.jobs_dir),
+        "datasets": [dataset_dict(j, settings.jobs_dir) for j in datasets],
+        "models": [model_dict(j, store, settings.jobs_dir) for j in models],
+    }
+
+
+@router.get("/completed_jobs.json")
+def completed_jobs(store: StoreDep) -> dict[str, Any]:
+    jobs = store.list_jobs()
+    rows = [row(j, store) for j in jobs]
+    fields = sorted({k for r in rows if r["type"] == "model" for k in r
+                     if k.endswith((" last", " min", " max"))})
+    return {
+        "running": [r for r in rows if r["status"] in ACTIVE],
+        "datasets": [r for r in rows if r["type"] == "dataset" and r["status"] not in ACTIVE],
+        "models": [r for r in rows if r["type"] == "model" and r["status"] not in ACTIVE],
+        "pretrained_models": [],
+        "model_output_fields": fields,
+    }
+
+
+@router.get("/")
+def home(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
+    if wants_json(request):
+        return JSONResponse(index_json(store, settings))
+    jobs = store.list_jobs()
+    rows = [row(j, store) for j in jobs]
+    return request.app.state.templates.TemplateResponse(request, "home.html", {
+        "user": request.cookies.get("username"),
+        "datasets": [r for r in rows if r["type"] == "dataset"],
+        "models": [r for r in rows if r["type"] == "model"],
+        "tab": request.query_params.get("tab", "2"),
+    })
+
+
+@router.get("/vendor/plotly.min.js", include_in_schema=False)
+def plotly_js() -> Response:
+    """Plotly's bundle as the installed PyPI package ships it (never copied into the repo)."""
+    from importlib.resources import files
+
+    from fastapi.responses import FileResponse
+
+    path = files("plotly") / "package_data" / "plotly.min.js"
+    return FileResponse(str(path), media_type="application/javascript",
+                        headers={"Cache-Control": "max-age=86400"})

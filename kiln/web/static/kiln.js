@@ -1,0 +1,184 @@
+// kiln's own page code: live updates over server-sent events, small helpers for the pages.
+const kiln = {};
+
+kiln.esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+
+kiln.duration = (s) => {
+  if (s === null || s === undefined) return "";
+  s = Math.round(s);
+  const parts = [];
+  for (const [unit, size] of [["day", 86400], ["hour", 3600], ["minute", 60], ["second", 1]]) {
+    const n = Math.floor(s / size); s -= n * size;
+    if (n) parts.push(`${n} ${unit}${n !== 1 ? "s" : ""}`);
+  }
+  return parts.slice(0, 2).join(", ") || "0 seconds";
+};
+
+kiln.listen = (jobId, onJob) => {
+  const url = jobId ? `/events?job_id=${encodeURIComponent(jobId)}` : "/events";
+  const source = new EventSource(url);
+  source.addEventListener("job", (e) => onJob(JSON.parse(e.data)));
+  window.addEventListener("beforeunload", () => source.close());
+  return source;
+};
+
+kiln.throttle = (fn, ms) => {
+  let timer = null, pending = false;
+  return () => {
+    if (timer) { pending = true; return; }
+    fn();
+    timer = setTimeout(() => { timer = null; if (pending) { pending = false; fn(); } }, ms);
+  };
+};
+
+kiln.request = async (method, url, data) => {
+  const body = data ? new URLSearchParams(data) : undefined;
+  const res = await fetch(url, {method, body, headers: {"Accept": "application/json"}});
+  const text = await res.text();
+  if (!res.ok) {
+    let msg = text;
+    try { const j = JSON.parse(text); msg = j.error ? j.error.message : JSON.stringify(j.errors || j); } catch (e) {}
+    alert(msg);
+    throw new Error(msg);
+  }
+  return text;
+};
+
+kiln.act = async (kind, id, action) => { await kiln.request("POST", `/${kind}/${id}/${action}`); };
+kiln.del = async (kind, id) => {
+  if (!confirm("Delete this job and its files?")) return;
+  await kiln.request("DELETE", `/${kind}/${id}`);
+  location.href = "/";
+};
+kiln.edit = async (id, field, value) => {
+  await kiln.request("PUT", `/jobs/${id}`, {[field]: value});
+  if (field === "job_name") { const t = document.getElementById("title-name"); if (t) t.textContent = value; }
+};
+
+kiln.methodTab = () => {
+  const checked = document.querySelector("input[name=method]:checked");
+  const method = checked ? checked.value : "folder";
+  for (const m of ["folder", "textfile"]) {
+    const el = document.getElementById(`method-${m}`);
+    if (el) el.hidden = m !== method;
+  }
+};
+
+// ---- home page -------------------------------------------------------------------------------
+kiln.spark = (values) => {
+  if (!values || values.length < 2) return "";
+  const max = Math.max(...values), min = Math.min(...values), span = (max - min) || 1;
+  const pts = values.map((v, i) => `${(i / (values.length - 1) * 100).toFixed(1)},${(20 - (v - min) / span * 18 + 1).toFixed(1)}`);
+  return `<svg class="spark" viewBox="0 0 100 22" preserveAspectRatio="none"><polyline fill="none" stroke="#c2410c" stroke-width="1.5" points="${pts.join(" ")}"/></svg>`;
+};
+
+kiln.progressCell = (r) => `<div class="progress"><div class="bar" style="width:${r.progress}%"></div></div><small>${r.progress}%${r.eta ? " · " + kiln.duration(r.eta) + " left" : ""}</small>`;
+kiln.submitted = (ts) => new Date(ts * 1000).toLocaleString();
+kiln.pct = (v) => (v === undefined || v === null) ? "" : `${Number(v).toFixed(2)}%`;
+kiln.num = (v) => (v === undefined || v === null) ? "" : Number(v).toFixed(4);
+
+kiln.rowHtml = (r) => {
+  const status = `<span class="badge ${r.status_css}">${kiln.esc(r.status)}</span>`;
+  const name = `<a href="/${r.type}s/${r.id}">${kiln.esc(r.name)}</a>`;
+  const common = [kiln.progressCell(r), kiln.duration(r.elapsed), kiln.submitted(r.submitted), kiln.esc(r.username)];
+  if (r.type === "dataset")
+    return `<tr data-id="${r.id}" data-status="${r.status}"><td>${name}</td><td>${kiln.esc(r.group)}</td><td>${status}</td><td>${common.join("</td><td>")}</td><td>${r.refs}</td></tr>`;
+  const acc = r["accuracy (val) max"];
+  return `<tr data-id="${r.id}" data-status="${r.status}"><td>${name}</td><td>${kiln.esc(r.group)}</td><td>${kiln.esc(r.network)}</td><td>${status}</td><td>${kiln.progressCell(r)}</td><td>${kiln.spark(r.sparkline)} ${kiln.num(r["loss (train) last"])}</td><td>${kiln.pct(acc)}</td><td>${common.slice(1).join("</td><td>")}</td></tr>`;
+};
+
+kiln.renderTable = (tableId, rows, filter) => {
+  const body = document.querySelector(`#${tableId} tbody`);
+  const shown = rows.filter((r) => !filter || (r.name + " " + r.group + " " + r.status).toLowerCase().includes(filter));
+  const groups = {};
+  for (const r of shown) (groups[r.group || ""] ||= []).push(r);
+  const names = Object.keys(groups).sort((a, b) => (a === "") - (b === "") || a.localeCompare(b));
+  let html = "";
+  for (const g of names) {
+    if (names.length > 1 || g) html += `<tr class="group-row"><td colspan="12">${g ? kiln.esc(g) : "Ungrouped"}</td></tr>`;
+    html += groups[g].map(kiln.rowHtml).join("");
+  }
+  body.innerHTML = html || `<tr><td colspan="12" class="hint">Nothing yet.</td></tr>`;
+};
+
+kiln.home = () => {
+  const filterBox = document.getElementById("filter");
+  const load = async () => {
+    const data = await (await fetch("/completed_jobs.json")).json();
+    const all = [...data.running, ...data.datasets, ...data.models];
+    const datasets = all.filter((r) => r.type === "dataset").sort((a, b) => b.submitted - a.submitted);
+    const models = all.filter((r) => r.type === "model").sort((a, b) => b.submitted - a.submitted);
+    const filter = filterBox.value.trim().toLowerCase();
+    kiln.renderTable("datasets-table", datasets, filter);
+    kiln.renderTable("models-table", models, filter);
+    document.getElementById("n-datasets").textContent = datasets.length;
+    document.getElementById("n-models").textContent = models.length;
+  };
+  const refresh = kiln.throttle(load, 700);
+  filterBox.addEventListener("input", load);
+  document.querySelectorAll(".tab").forEach((b) => b.addEventListener("click", () => {
+    document.querySelectorAll(".tab, .tabpane").forEach((e) => e.classList.remove("active"));
+    b.classList.add("active");
+    document.getElementById(`tab-${b.dataset.tab}`).classList.add("active");
+  }));
+  load();
+  kiln.listen(null, refresh);
+  setInterval(load, 5000);  // elapsed times keep moving even without events
+};
+
+// ---- job pages -------------------------------------------------------------------------------
+kiln.renderState = (s) => {
+  const el = (id) => document.getElementById(id);
+  const badge = el("job-status");
+  badge.textContent = s.status;
+  badge.className = "badge " + ({Running: "info", Done: "success", Error: "danger"}[s.status] || "warning");
+  el("job-progress").style.width = `${Math.round(s.progress * 100)}%`;
+  el("job-progress-text").textContent = `${Math.round(s.progress * 100)}%`;
+  el("job-message").textContent = s.message || "";
+  el("job-eta").textContent = s.eta_text ? `Estimated time remaining: ${s.eta_text}` : "";
+  el("job-error").hidden = !s.error;
+  el("job-error").textContent = s.error || "";
+  el("job-history").innerHTML = s.history.map((h) =>
+    `<tr><td>${kiln.esc(h.status)}</td><td>${new Date(h.ts * 1000).toLocaleString()}</td><td>${h.seconds != null ? kiln.duration(h.seconds) : ""}</td><td class="hint">${kiln.esc(h.note)}</td></tr>`).join("");
+  const active = ["Initialized", "Waiting", "Running"].includes(s.status);
+  const abort = el("abort-job"), resume = el("resume-job");
+  if (abort) abort.hidden = !active;
+  if (resume) resume.hidden = !["Aborted", "Interrupted", "Error"].includes(s.status);
+};
+
+// Swap in the server-rendered body (no page reload) when the job's status changes.
+kiln.refreshBody = async () => {
+  const html = await (await fetch(location.href, {headers: {"Accept": "text/html"}})).text();
+  const doc = new DOMParser().parseFromString(html, "text/html");
+  const fresh = doc.getElementById("live-body"), current = document.getElementById("live-body");
+  if (!fresh || !current) return;
+  current.replaceWith(fresh);
+  for (const old of fresh.querySelectorAll("script")) {  // scripts inserted this way do not run by themselves
+    const s = document.createElement("script");
+    s.textContent = old.textContent;
+    old.replaceWith(s);
+  }
+};
+
+kiln.jobPage = (jobId, extra) => {
+  let lastStatus = document.getElementById("job-status").textContent.trim();
+  kiln.listen(jobId, async (msg) => {
+    if (msg.update === "deleted") { location.href = "/"; return; }
+    kiln.renderState(msg.state);
+    if (msg.state.status !== lastStatus) {
+      lastStatus = msg.state.status;
+      await kiln.refreshBody();
+    }
+    if (extra) extra(msg);
+  });
+};
+
+kiln.distribution = (divId, labels, splits) => {
+  const traces = [];
+  for (const [name, s] of Object.entries(splits)) {
+    traces.push({type: "bar", name: `${name}`, x: labels, y: s.per_class});
+    if (s.errors_per_class && s.errors_per_class.some((v) => v > 0))
+      traces.push({type: "bar", name: `${name} load errors`, x: labels, y: s.errors_per_class, marker: {color: "#b91c1c"}});
+  }
+  Plotly.newPlot(divId, traces, {barmode: "group", margin: {t: 10, r: 10, b: 60, l: 50}, yaxis: {title: "images"}}, {responsive: true, displaylogo: false});
+};
