@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,31 +40,37 @@ def _describe(source: object) -> str:
 
 def _open(source: str | Path | bytes | BinaryIO) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise ImageLoadError("uploaded image: empty file (0 bytes)")
         return Image.open(io.BytesIO(source))
-    if isinstance(source, (str, Path)) and Path(source).is_file() and Path(source).stat().st_size == 0:
-        raise ImageLoadError(f"{source}: empty file (0 bytes)")
     return Image.open(source)
+
+
+def _is_empty(source: object) -> bool:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return len(source) == 0
+    try:
+        return isinstance(source, (str, Path)) and os.path.getsize(source) == 0
+    except OSError:
+        return False
 
 
 def _read(source: str | Path | bytes | BinaryIO, max_pixels: int) -> Image.Image:
     """Open and fully decode (load() inside the try, so truncated files are caught here)."""
-    name = _describe(source)
     try:
         img = _open(source)
         if img.width * img.height > max_pixels:
-            raise ImageLoadError(f"{name}: {img.width}x{img.height} pixels is over the limit of "
-                                 f"{max_pixels} (refused as a possible decompression bomb)")
+            raise ImageLoadError(f"{_describe(source)}: {img.width}x{img.height} pixels is over the limit "
+                                 f"of {max_pixels} (refused as a possible decompression bomb)")
         img.load()
     except ImageLoadError:
         raise
     except FileNotFoundError:
-        raise ImageLoadError(f"{name}: file not found") from None
+        raise ImageLoadError(f"{_describe(source)}: file not found") from None
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"{name}: refused as a possible decompression bomb ({exc})") from None
+        raise ImageLoadError(f"{_describe(source)}: refused as a possible decompression bomb ({exc})") from None
     except Exception as exc:  # decoders raise many types on corrupt data; all mean "unreadable"
-        raise ImageLoadError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
+        if _is_empty(source):
+            raise ImageLoadError(f"{_describe(source)}: empty file (0 bytes)") from None
+        raise ImageLoadError(f"{_describe(source)}: not a readable image ({type(exc).__name__}: {exc})") from None
     return img
 
 
@@ -135,8 +142,7 @@ def load_image(source: str | Path | bytes | BinaryIO, channels: int, *,
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels!r}")
-    name = _describe(source)
-    img = _to_l_or_rgb(_upright(_read(source, max_pixels)), name)
+    img = _to_l_or_rgb(_upright(_read(source, max_pixels)), _describe(source))
     want = "L" if channels == 1 else "RGB"
     if img.mode != want:
         img = img.convert(want)

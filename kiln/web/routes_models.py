@@ -1,6 +1,261 @@
-"""Model pages and API (filled in by the training issue)."""
+"""Model pages and API: new (form), create (sweeps), show, live charts, classify one / many."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import psutil
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.datastructures import UploadFile
+
+from kiln.jobs.model_form import create_model_jobs
+from kiln.store import Store
+from kiln.training.config import TrainConfig
+from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
+from kiln.web.forms import FormErrors
+from kiln.web.routes_jobs import job_state
+from kiln.web.shapes import model_dict, read_manifest
 
 router = APIRouter(tags=["models"])
+
+
+# -- creating -------------------------------------------------------------------------------------
+def _datasets(store: Store) -> list[dict[str, Any]]:
+    return [d for d in store.list_jobs("dataset") if d["status"] not in ("Error", "Aborted")]
+
+
+def _networks() -> list[Any]:
+    from kiln.networks.registry import list_networks
+    return list_networks()
+
+
+@router.get("/models/images/classification/new")
+def new_model(request: Request, store: StoreDep, user: UserDep, clone: str | None = None,
+              dataset: str | None = None) -> Response:
+    values: dict[str, Any] = {**TrainConfig().to_dict(), "standard_networks": "lenet", "method": "standard",
+                              "learning_rate": "0.01", "batch_size": "", "random_seed": "", "crop_size": "",
+                              "weight_decay": "", "model_name": "", "group_name": "", "dataset": dataset or ""}
+    if clone:
+        values.update(job_or_404(store, clone, "model")["params"].get("form", {}))
+        values["model_name"] = f"Clone of {values.get('model_name', '')}"
+    return _form_page(request, store, values, {}, 200)
+
+
+def _form_page(request: Request, store: Store, values: dict[str, Any], errors: dict[str, list[str]],
+               status: int) -> Response:
+    return request.app.state.templates.TemplateResponse(request, "model_new.html", {
+        "v": values, "errors": errors, "datasets": _datasets(store), "networks": _networks(),
+        "user": request.cookies.get("username")}, status_code=status)
+
+
+@router.post("/models/images/classification.json")
+@router.post("/models/images/classification")
+async def create_model(request: Request, store: StoreDep, settings: SettingsDep, user: UserDep) -> Response:
+    form = {k: v for k, v in (await request.form()).items()}
+    try:
+        ids = create_model_jobs(form, store, settings, user)
+    except FormErrors as exc:
+        if wants_json(request):
+            return JSONResponse({"errors": exc.errors}, status_code=400)
+        return _form_page(request, store, {**TrainConfig().to_dict(), **form}, exc.errors, 400)
+    if wants_json(request):
+        dicts = [model_dict(store.get_job(i), store, settings.jobs_dir) for i in ids]
+        return JSONResponse(dicts[0] if len(dicts) == 1 else {"jobs": dicts})
+    return RedirectResponse(f"/models/{ids[0]}" if len(ids) == 1 else "/", status_code=302)
+
+
+@router.post("/models/visualize-lr")
+async def visualize_lr(request: Request) -> Response:
+    """DIGITS' LR preview: one column of 101 values (0..100 % of training) per learning rate."""
+    from kiln.training.lr_policy import preview
+
+    form = dict(await request.form())
+    try:
+        columns = preview(form)
+    except (ValueError, KeyError) as exc:
+        return JSONResponse({"errors": {"learning_rate": [str(exc)]}}, status_code=400)
+    return JSONResponse({"data": {"columns": columns}})
+
+
+# -- showing --------------------------------------------------------------------------------------
+@router.get("/models/{job_id}.json")
+def model_json(job_id: str, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    return model_dict(job_or_404(store, job_id, "model"), store, settings.jobs_dir, verbose=True)
+
+
+def series(store: Store, job_id: str) -> dict[str, Any]:
+    """The combined chart's series, `<name> (train|val)`, accuracies in % on the right axis."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for m in store.metrics(job_id):
+        key = "lr" if m["name"] == "lr" else f"{m['name']} ({m['phase']})"
+        s = out.setdefault(key, {"x": [], "y": []})
+        s["x"].append(m["epoch"])
+        s["y"].append(m["value"])
+    return out
+
+
+def best_epoch(store: Store, job_id: str) -> dict[str, Any] | None:
+    acc = series(store, job_id).get("accuracy (val)")
+    if not acc or not acc["y"]:
+        return None
+    i = max(range(len(acc["y"])), key=lambda k: (acc["y"][k], -k))
+    return {"epoch": acc["x"][i], "accuracy": acc["y"][i]}
+
+
+@router.get("/models/{job_id}/metrics.json")
+def metrics_json(job_id: str, store: StoreDep) -> dict[str, Any]:
+    job = job_or_404(store, job_id, "model")
+    return {"series": series(store, job_id), "best": best_epoch(store, job_id),
+            "snapshots": [s["epoch"] for s in store.snapshots(job_id) if s["info"].get("kind", "epoch") == "epoch"],
+            "train_epochs": job["params"]["config"].get("train_epochs")}
+
+
+@router.get("/models/{job_id}/hardware.json")
+def hardware(job_id: str, store: StoreDep) -> dict[str, Any]:
+    """CPU % and RSS of the worker (and its GPU memory when it uses one)."""
+    job = job_or_404(store, job_id, "model")
+    out: dict[str, Any] = {"pid": job["pid"], "running": job["status"] == "Running"}
+    if job["pid"] and job["status"] == "Running":
+        try:
+            proc = psutil.Process(job["pid"])
+            out.update(cpu_percent=proc.cpu_percent(interval=0.2), rss=proc.memory_info().rss,
+                       memory_percent=round(proc.memory_percent(), 2), threads=proc.num_threads())
+        except psutil.Error:
+            pass
+    out["gpus"] = _gpus()
+    return out
+
+
+def _gpus() -> list[dict[str, Any]]:
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            return []
+        gpus = []
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            gpu = {"index": i, "name": torch.cuda.get_device_name(i), "memory_used": total - free, "memory_total": total}
+            try:
+                gpu["utilization"] = torch.cuda.utilization(i)
+            except Exception:  # needs NVML; memory alone is still worth showing
+                pass
+            gpus.append(gpu)
+        return gpus
+    except Exception:
+        return []
+
+
+@router.get("/models/{job_id}")
+def show_model(request: Request, job_id: str, store: StoreDep, settings: SettingsDep) -> Response:
+    job = job_or_404(store, job_id, "model")
+    if wants_json(request):
+        return JSONResponse(model_dict(job, store, settings.jobs_dir, verbose=True))
+    dataset = store.get_job(job["dataset_id"] or "")
+    return request.app.state.templates.TemplateResponse(request, "model_show.html", {
+        "job": job, "config": job["params"]["config"], "state": job_state(job, store), "dataset": dataset,
+        "snapshots": [s for s in store.snapshots(job_id) if s["info"].get("kind", "epoch") == "epoch"],
+        "best": best_epoch(store, job_id), "logs": store.logs(job_id, 40),
+        "user": request.cookies.get("username"), "directory": settings.jobs_dir / job_id})
+
+
+# -- classifying ----------------------------------------------------------------------------------
+_predictors: OrderedDict[tuple[str, float | None, float], Any] = OrderedDict()
+_lock = threading.Lock()
+
+
+def predictor_for(job_dir: Path, epoch: float | None) -> Any:
+    """Predictors are cached (a few) so repeated classifications don't reload weights."""
+    from kiln.inference.predictor import Predictor
+
+    stamp = max((p.stat().st_mtime for p in job_dir.glob("snapshot_*.safetensors")), default=0.0)
+    key = (str(job_dir), epoch, stamp)
+    with _lock:
+        if key in _predictors:
+            _predictors.move_to_end(key)
+            return _predictors[key]
+    pred = Predictor.from_job_dir(job_dir, epoch=epoch)
+    with _lock:
+        _predictors[key] = pred
+        while len(_predictors) > 4:
+            _predictors.popitem(last=False)
+    return pred
+
+
+def _epoch(value: Any) -> float | None:
+    """DIGITS: -1, 0 or missing mean the latest snapshot."""
+    try:
+        epoch = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if epoch in (-1.0, 0.0) else epoch
+
+
+def _model_dir(store: Store, settings: Any, job_id: str | None) -> Path:
+    if not job_id:
+        raise HTTPException(400, "job_id: which model? This field is required.")
+    job_or_404(store, job_id, "model")
+    job_dir = settings.jobs_dir / job_id
+    if not any(job_dir.glob("snapshot_*.safetensors")):
+        raise HTTPException(400, "This model has no snapshot yet: wait for its first epoch.")
+    return job_dir
+
+
+@router.api_route("/models/images/classification/classify_one.json", methods=["POST"])
+@router.api_route("/models/images/classification/classify_one", methods=["GET", "POST"])
+async def classify_one(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
+    form = await request.form()
+    job_id = form.get("job_id") or request.query_params.get("job_id")
+    job_dir = _model_dir(store, settings, str(job_id) if job_id else None)
+    image = form.get("image_file")
+    path = form.get("image_path")
+    if isinstance(image, UploadFile) and image.filename:
+        source: Any = await image.read()
+        shown = image.filename
+    elif path:
+        source, shown = str(path), str(path)
+        if not Path(source).is_file():
+            raise HTTPException(400, f"image_path: no such file {source}.")
+    else:
+        raise HTTPException(400, "must provide image_path or image_file")
+    try:
+        pred = predictor_for(job_dir, _epoch(form.get("snapshot_epoch")))
+    except (FileNotFoundError, ValueError) as exc:
+        raise HTTPException(400, f"snapshot_epoch: {exc}")
+    result = pred.classify([source])[0]
+    if isinstance(result, Exception) or isinstance(result, str):
+        raise HTTPException(400, f"image_file: {result}")
+    predictions = [[label, pct] for label, pct in result]
+    if wants_json(request):
+        return JSONResponse({"predictions": predictions})
+    return request.app.state.templates.TemplateResponse(request, "classify_one.html", {
+        "predictions": predictions, "image": shown, "job_id": job_id, "epoch": pred.epoch,
+        "user": request.cookies.get("username")})
+
+
+@router.post("/models/images/classification/classify_many.json")
+@router.post("/models/images/classification/classify_many")
+async def classify_many(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
+    from kiln.inference.many import classify_list
+
+    form = await request.form()
+    job_dir = _model_dir(store, settings, str(form.get("job_id") or request.query_params.get("job_id") or ""))
+    upload = form.get("image_list")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        raise HTTPException(400, "image_list: upload a text file with one 'path [label]' per line.")
+    text = (await upload.read()).decode("utf-8", errors="replace")
+    folder = str(form.get("image_folder") or "")
+    if folder and not Path(folder).is_dir():
+        raise HTTPException(400, f"image_folder: no such folder {folder}.")
+    try:
+        limit = int(form["num_test_images"]) if form.get("num_test_images") else None
+        pred = predictor_for(job_dir, _epoch(form.get("snapshot_epoch")))
+    except ValueError as exc:
+        raise HTTPException(400, f"num_test_images / snapshot_epoch: {exc}")
+    report = classify_list(pred, text, folder or None, limit)
+    if wants_json(request):
+        return JSONResponse(report.to_json())
+    return request.app.state.templates.TemplateResponse(request, "classify_many.html", {
+        "report": report, "labels": pred.labels, "job_id": form.get("job_id"), "user": request.cookies.get("username")})

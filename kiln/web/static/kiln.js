@@ -182,3 +182,110 @@ kiln.distribution = (divId, labels, splits) => {
   }
   Plotly.newPlot(divId, traces, {barmode: "group", margin: {t: 10, r: 10, b: 60, l: 50}, yaxis: {title: "images"}}, {responsive: true, displaylogo: false});
 };
+
+// ---- model pages -----------------------------------------------------------------------------
+kiln.datasetSummary = async (id) => {
+  const el = document.getElementById("dataset-summary");
+  if (!el) return;
+  el.innerHTML = id ? await (await fetch(`/datasets/summary?job_id=${encodeURIComponent(id)}`)).text() : "";
+};
+
+kiln.lrPreview = async () => {
+  const form = document.getElementById("model-form");
+  const data = new FormData(form);
+  const res = await fetch("/models/visualize-lr", {method: "POST", body: data});
+  const div = document.getElementById("lr-preview");
+  if (!res.ok) { div.innerHTML = `<p class="field-error">${kiln.esc((await res.json()).errors.learning_rate)}</p>`; return; }
+  const cols = (await res.json()).data.columns;
+  div.innerHTML = "";
+  const x = [...Array(101).keys()];
+  Plotly.react(div, cols.map((c) => ({x, y: c.slice(1), name: c[0], mode: "lines"})),
+    {margin: {t: 10, r: 10, b: 35, l: 60}, xaxis: {title: "% of training"}, yaxis: {title: "learning rate"}},
+    {displaylogo: false, responsive: true});
+};
+
+kiln.modelForm = () => {
+  const form = document.getElementById("model-form");
+  const ds = document.getElementById("dataset");
+  kiln.datasetSummary(ds.value);
+  const update = kiln.throttle(kiln.lrPreview, 300);
+  form.querySelectorAll("[name^=lr_], [name=learning_rate]").forEach((el) => el.addEventListener("input", update));
+  form.querySelectorAll("select[name=lr_policy]").forEach((el) => el.addEventListener("change", update));
+  kiln.lrPreview();
+};
+
+kiln.drawCharts = async (jobId) => {
+  const data = await (await fetch(`/models/${jobId}/metrics.json`)).json();
+  const traces = [];
+  for (const [name, s] of Object.entries(data.series)) {
+    if (name === "lr") continue;
+    const isAcc = name.includes("accuracy");
+    traces.push({x: s.x, y: s.y, name, mode: s.x.length > 60 ? "lines" : "lines+markers", yaxis: isAcc ? "y2" : "y"});
+  }
+  Plotly.react("combined-chart", traces, {
+    margin: {t: 20, r: 60, b: 40, l: 60}, xaxis: {title: "epoch", range: [0, data.train_epochs]},
+    yaxis: {title: "loss"}, yaxis2: {title: "accuracy (%)", overlaying: "y", side: "right", range: [0, 100]},
+    legend: {orientation: "h", y: -0.2}}, {displaylogo: false, responsive: true});
+  const lr = data.series.lr;
+  Plotly.react("lr-chart", lr ? [{x: lr.x, y: lr.y, name: "learning rate", mode: "lines"}] : [], {
+    margin: {t: 10, r: 60, b: 40, l: 60}, xaxis: {title: "epoch", range: [0, data.train_epochs]}, yaxis: {title: "learning rate"}},
+    {displaylogo: false, responsive: true});
+  const best = document.getElementById("best-epoch");
+  if (best && data.best) best.textContent = `best: epoch ${data.best.epoch}, val accuracy ${data.best.accuracy.toFixed(2)}%`;
+  const points = traces.reduce((n, t) => n + t.x.length, 0);
+  document.getElementById("combined-chart").dataset.points = points;
+  kiln.updateSnapshots(data.snapshots);
+};
+
+kiln.updateSnapshots = async (epochs) => {
+  const select = document.getElementById("snapshot_epoch");
+  if (!select) { if (epochs.length) await kiln.refreshBody(); return; }
+  const chosen = select.dataset.chosen ? select.value : null;
+  select.innerHTML = [...epochs].reverse().map((e) => `<option value="${e}">Epoch #${e}</option>`).join("");
+  if (chosen) select.value = chosen;
+  select.onchange = () => { select.dataset.chosen = "1"; };
+};
+
+kiln.hardware = async (jobId) => {
+  const h = await (await fetch(`/models/${jobId}/hardware.json`)).json();
+  const el = document.getElementById("hardware-body");
+  if (!h.running) { el.textContent = "Not running."; return false; }
+  let html = h.rss ? `<p>Process #${h.pid}: CPU ${h.cpu_percent.toFixed(0)}%, memory ${(h.rss / 2 ** 20).toFixed(0)} MB (${h.memory_percent}%)</p>` : "";
+  for (const g of h.gpus) html += `<p>${kiln.esc(g.name)} (#${g.index}): ${(g.memory_used / 2 ** 30).toFixed(1)} / ${(g.memory_total / 2 ** 30).toFixed(1)} GB${g.utilization !== undefined ? `, utilization ${g.utilization}%` : ""}</p>`;
+  el.innerHTML = html;
+  return true;
+};
+
+kiln.modelPage = (jobId, datasetId) => {
+  if (datasetId) kiln.datasetSummary(datasetId);
+  kiln.drawCharts(jobId);
+  const charts = kiln.throttle(() => kiln.drawCharts(jobId), 1000);
+  kiln.jobPage(jobId, (msg) => { if (msg.update && (msg.update.includes("metrics") || msg.update.includes("snapshots"))) charts(); });
+  const poll = async () => { if (await kiln.hardware(jobId)) setTimeout(poll, 2000); else setTimeout(poll, 5000); };
+  poll();
+};
+
+kiln.copySnapshot = (form) => {
+  const select = document.getElementById("snapshot_epoch");
+  form.querySelector("[name=snapshot_epoch]").value = select ? select.value : "";
+};
+
+kiln.classifyOne = async (event, jobId) => {
+  event.preventDefault();
+  const form = event.target;
+  const data = new FormData(form);
+  data.append("job_id", jobId);
+  const select = document.getElementById("snapshot_epoch");
+  if (select) data.append("snapshot_epoch", select.value);
+  const out = document.getElementById("classify-one-result");
+  out.textContent = "Classifying…";
+  const res = await fetch("/models/images/classification/classify_one.json", {method: "POST", body: data});
+  const body = await res.json();
+  if (!res.ok) { out.innerHTML = `<p class="alert danger">${kiln.esc(body.error ? body.error.message : JSON.stringify(body))}</p>`; return false; }
+  let img = "";
+  const file = form.querySelector("[name=image_file]").files[0];
+  if (file) img = `<img src="${URL.createObjectURL(file)}" class="mean-image" alt="input">`;
+  out.innerHTML = img + `<ul class="predictions" id="predictions">${body.predictions.map(([l, p]) =>
+    `<li><span class="conf">${p.toFixed(2)}%</span> ${kiln.esc(l)}</li>`).join("")}</ul>`;
+  return false;
+};

@@ -1,0 +1,167 @@
+"""Data augmentation on whole batches, as DIGITS' Torch and TensorFlow back ends offered it.
+
+The batch is float NCHW at 0-255 pixel scale, before mean subtraction, on any device. Every
+random choice is made per image but drawn for the whole batch at once, from the given generator
+(on its own device), so that a seeded generator gives the same batch every time.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from .config import TrainConfig
+
+FLIPS = ("none", "fliplr", "flipud", "fliplrud")
+QUARTER_TURNS = {"none": (0,), "rot90": (0, 1, 3), "rot180": (0, 2), "rotall": (0, 1, 2, 3)}
+
+# field: (lowest, highest) allowed, as DIGITS' form bounded them
+_RANGES = {"aug_rot": (0, 180), "aug_scale": (0, 1), "aug_noise": (0, 1), "aug_contrast": (0, 5),
+           "aug_hsv_h": (0, 0.5), "aug_hsv_s": (0, 0.5), "aug_hsv_v": (0, 0.5), "aug_invert": (0, 1)}
+
+
+def check_config(config: TrainConfig) -> None:
+    """Raise ValueError naming the augmentation field that is out of range."""
+    if config.aug_flip not in FLIPS:
+        raise ValueError(f"aug_flip must be one of {', '.join(FLIPS)}; got {config.aug_flip!r}")
+    if config.aug_quad_rot not in QUARTER_TURNS:
+        raise ValueError(f"aug_quad_rot must be one of {', '.join(QUARTER_TURNS)}; got {config.aug_quad_rot!r}")
+    for name, (low, high) in _RANGES.items():
+        value = getattr(config, name)
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+
+
+class Augmenter:
+    """``Augmenter(config, channels)(batch, generator)`` returns an augmented copy of the batch."""
+
+    def __init__(self, config: TrainConfig, channels: int) -> None:
+        check_config(config)
+        c = config
+        self.flip_lr = c.aug_flip in ("fliplr", "fliplrud")
+        self.flip_ud = c.aug_flip in ("flipud", "fliplrud")
+        self.quarter_turns = QUARTER_TURNS[c.aug_quad_rot]
+        self.rotation, self.scale = float(c.aug_rot), float(c.aug_scale)
+        self.noise, self.contrast, self.invert = float(c.aug_noise), float(c.aug_contrast), float(c.aug_invert)
+        self.hsv = (c.aug_hsv_h, c.aug_hsv_s, c.aug_hsv_v) if c.aug_hsv_use and channels == 3 else None
+        self.notes: list[str] = []  # what was asked for but cannot apply to these images
+        if c.aug_hsv_use and channels != 3:
+            self.notes.append(f"HSV shifting needs colour images; skipped for {channels}-channel images")
+        if self.hsv is not None and not any(self.hsv):
+            self.hsv = None
+        self.active = any((self.flip_lr, self.flip_ud, len(self.quarter_turns) > 1, self.rotation, self.scale,
+                           self.noise, self.contrast, self.invert, self.hsv))
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.active:
+            return x
+        if x.ndim != 4 or not x.is_floating_point():
+            raise TypeError(f"augmentation needs a float NCHW batch, got {x.dtype} of shape {tuple(x.shape)}")
+        draw = _Draws(generator, x)
+        x = self._flip(x, draw)
+        x = self._quarter_turn(x, draw)
+        x = self._rotate_scale(x, draw)
+        if self.invert:
+            x = torch.where(draw.uniform() < self.invert, 255 - x, x)
+        if self.contrast:
+            x = self._contrast(x, draw)
+        if self.hsv is not None:
+            x = self._hsv_shift(x, draw)
+        if self.noise:
+            x = (x + draw.normal(x.shape) * (self.noise * 255)).clamp_(0, 255)
+        return x
+
+    def _flip(self, x: torch.Tensor, draw: "_Draws") -> torch.Tensor:
+        if self.flip_lr:
+            x = torch.where(draw.uniform() < 0.5, x.flip(3), x)
+        if self.flip_ud:
+            x = torch.where(draw.uniform() < 0.5, x.flip(2), x)
+        return x
+
+    def _quarter_turn(self, x: torch.Tensor, draw: "_Draws") -> torch.Tensor:
+        turns = self.quarter_turns
+        if len(turns) > 1 and x.shape[2] != x.shape[3]:
+            turns = tuple(k for k in turns if k % 2 == 0)  # 90 degrees would change the shape
+            self._note("90 and 270 degree rotations need square images; skipped")
+        if len(turns) < 2:
+            return x
+        index = (draw.uniform() * len(turns)).long().clamp_(max=len(turns) - 1)
+        chosen = torch.tensor(turns, device=x.device)[index]  # (N, 1, 1, 1) quarter turns
+        for k in turns[1:]:
+            x = torch.where(chosen == k, torch.rot90(x, k, (2, 3)), x)
+        return x
+
+    def _rotate_scale(self, x: torch.Tensor, draw: "_Draws") -> torch.Tensor:
+        """One bilinear resampling per batch: rotation by U[-r, r] degrees and zoom by N(1, scale)."""
+        if not (self.rotation or self.scale):
+            return x
+        n, _, h, w = x.shape
+        angle = (draw.uniform() * 2 - 1).view(n) * math.radians(self.rotation)
+        zoom = (1 + draw.normal((n,)) * self.scale).clamp_(min=0.25)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # rotate in pixel units, so that non-square images are not sheared by normalised coordinates
+        zero = torch.zeros_like(cos)
+        theta = torch.stack([torch.stack([cos, -sin * h / w, zero], 1), torch.stack([sin * w / h, cos, zero], 1)], 1)
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def _contrast(self, x: torch.Tensor, draw: "_Draws") -> torch.Tensor:
+        """Scale each image's distance from its per-channel mean by U[1-f, 1+f] (never below 0)."""
+        low, high = max(0.0, 1 - self.contrast), 1 + self.contrast
+        factor = low + draw.uniform() * (high - low)
+        mean = x.mean((2, 3), keepdim=True)
+        return ((x - mean) * factor + mean).clamp_(0, 255)
+
+    def _hsv_shift(self, x: torch.Tensor, draw: "_Draws") -> torch.Tensor:
+        """Shift hue (wrapping), saturation and value by normal amounts per image."""
+        h, s, v = _rgb_to_hsv(x.clamp(0, 255) / 255)
+        dh, ds, dv = (draw.normal((x.shape[0], 1, 1)) * sigma for sigma in self.hsv)
+        h = torch.remainder(h + dh, 1.0)
+        return _hsv_to_rgb(h, (s + ds).clamp_(0, 1), (v + dv).clamp_(0, 1)) * 255
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+            warnings.warn(text, stacklevel=3)
+
+
+class _Draws:
+    """Random numbers from ``generator`` on its own device, delivered on the batch's device."""
+
+    def __init__(self, generator: torch.Generator | None, x: torch.Tensor) -> None:
+        self.generator, self.n, self.device, self.dtype = generator, x.shape[0], x.device, x.dtype
+        self.source = generator.device if generator is not None else x.device
+
+    def uniform(self) -> torch.Tensor:
+        """One U[0, 1) per image, shaped (N, 1, 1, 1) to broadcast over a batch."""
+        u = torch.rand((self.n, 1, 1, 1), generator=self.generator, device=self.source)
+        return u.to(self.device, self.dtype)
+
+    def normal(self, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+        z = torch.randn(tuple(shape), generator=self.generator, device=self.source)
+        return z.to(self.device, self.dtype)
+
+
+def _rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, 3, H, W) in [0, 1] to hue, saturation, value, each (N, H, W) in [0, 1]."""
+    r, g, b = rgb.unbind(1)
+    value, argmax = rgb.max(1)
+    delta = value - rgb.min(1).values
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    hue = torch.where(argmax == 0, torch.remainder((g - b) / safe, 6),
+                      torch.where(argmax == 1, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = torch.where(delta > 0, hue / 6, torch.zeros_like(hue))
+    saturation = torch.where(value > 0, delta / torch.where(value > 0, value, torch.ones_like(value)),
+                             torch.zeros_like(value))
+    return hue, saturation, value
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_rgb_to_hsv`: each channel is v - v*s*clamp(min(k, 4-k), 0, 1)."""
+    channels = []
+    for offset in (5, 3, 1):  # red, green, blue
+        k = torch.remainder(offset + h * 6, 6)
+        channels.append(v - v * s * torch.clamp(torch.minimum(k, 4 - k), 0, 1))
+    return torch.stack(channels, 1)

@@ -1,0 +1,74 @@
+"""Solvers: DIGITS' solver types as PyTorch optimizers, with Caffe's hyper-parameters.
+
+As DIGITS wrote them into Caffe's solver file:
+- momentum (0.9) is SGD's and NESTEROV's momentum, ADAM's beta1 and ADADELTA's decay (rho);
+  ADAGRAD and RMSPROP have none;
+- weight decay is base_lr / 100 unless set. Caffe decayed biases too (decay_mult 0 in the
+  standard networks' prototxt switched it off); here it never touches biases or norm parameters;
+- epsilon is Caffe's ``delta`` default, 1e-8;
+- ADAMW (kiln's addition) applies the same weight decay decoupled, as AdamW does.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+
+SOLVERS = ("SGD", "NESTEROV", "ADAGRAD", "RMSPROP", "ADADELTA", "ADAM", "ADAMW")
+EPS = 1e-8
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weights (2-D and more) decay; biases and norm scales/shifts (1-D) do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"name": "decay", "params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"name": "no_decay", "params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def _check(config: TrainConfig) -> None:
+    if config.solver_type not in SOLVERS:
+        raise ValueError(f"solver_type must be one of {', '.join(SOLVERS)}; got {config.solver_type!r}")
+    if not config.learning_rate >= 0:
+        raise ValueError(f"learning_rate must not be negative, got {config.learning_rate!r}")
+    if not 0 <= config.momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {config.momentum!r}")
+    if config.solver_type == "NESTEROV" and config.momentum == 0:
+        raise ValueError("momentum must be above 0 for the NESTEROV solver")
+    if not 0 <= config.rms_decay < 1:
+        raise ValueError(f"rms_decay must be in [0, 1), got {config.rms_decay!r}")
+    if not config.effective_weight_decay >= 0:
+        raise ValueError(f"weight_decay must not be negative, got {config.weight_decay!r}")
+
+
+def _build(cls: type[torch.optim.Optimizer], groups: list[dict[str, Any]], **kwargs: Any) -> torch.optim.Optimizer:
+    """Use the fused kernel where this optimizer has one for the parameters' device, else foreach."""
+    if "fused" in inspect.signature(cls).parameters:
+        try:
+            return cls(groups, fused=True, **kwargs)
+        except RuntimeError:  # fused is not supported for this device or dtype
+            pass
+    return cls(groups, foreach=True, **kwargs)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``config.solver_type``; build it after moving the model to its device."""
+    _check(config)
+    groups = param_groups(model, config.effective_weight_decay)
+    lr, momentum, kind = config.learning_rate, config.momentum, config.solver_type
+    if kind in ("SGD", "NESTEROV"):
+        return _build(torch.optim.SGD, groups, lr=lr, momentum=momentum, nesterov=kind == "NESTEROV")
+    if kind == "ADAGRAD":
+        return _build(torch.optim.Adagrad, groups, lr=lr, eps=EPS)
+    if kind == "RMSPROP":
+        return _build(torch.optim.RMSprop, groups, lr=lr, alpha=config.rms_decay, eps=EPS, momentum=0.0)
+    if kind == "ADADELTA":
+        return _build(torch.optim.Adadelta, groups, lr=lr, rho=momentum, eps=EPS)
+    adam = torch.optim.Adam if kind == "ADAM" else torch.optim.AdamW
+    return _build(adam, groups, lr=lr, betas=(momentum, 0.999), eps=EPS)
