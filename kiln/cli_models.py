@@ -1,8 +1,155 @@
-"""CLI commands for models: train, classify (filled in by the training issue)."""
+"""CLI commands for models: `kiln train` (same options as the web form) and `kiln classify`."""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from kiln.store import Store
+
+TRAIN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+    # (flag, DIGITS form field, argparse kwargs); everything else: --set field=value
+    ("--name", "model_name", {"required": True, "help": "model name"}),
+    ("--group", "group_name", {"help": "group name"}),
+    ("--network", "standard_networks", {"default": "lenet", "help": "lenet, alexnet, googlenet, resnet18 ..."}),
+    ("--epochs", "train_epochs", {"help": "training epochs (default 30)"}),
+    ("--lr", "learning_rate", {"help": "base learning rate; a comma list sweeps"}),
+    ("--batch-size", "batch_size", {"help": "a comma list sweeps; default: the network's"}),
+    ("--solver", "solver_type", {"help": "SGD NESTEROV ADAGRAD RMSPROP ADADELTA ADAM ADAMW"}),
+    ("--lr-policy", "lr_policy", {"help": "fixed step multistep exp inv poly sigmoid cosine"}),
+    ("--seed", "random_seed", {"help": "random seed"}),
+    ("--mean", "use_mean", {"help": "none, image or pixel"}),
+    ("--crop-size", "crop_size", {"help": "random crop in training, centre crop otherwise"}),
+    ("--snapshot-interval", "snapshot_interval", {"help": "epochs between snapshots"}),
+    ("--val-interval", "val_interval", {"help": "epochs between validations"}),
+    ("--device", "device", {"help": "auto, cpu or cuda"}),
+]
 
 
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
-    return None
+    train = sub.add_parser("train", help="train a model (a job the web UI shows live)")
+    train.add_argument("--dataset", required=True, help="dataset job id or name")
+    for flag, field, kwargs in TRAIN_OPTIONS:
+        train.add_argument(flag, dest=field, **kwargs)
+    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="any other model form field, e.g. --set aug_flip=fliplr --set momentum=0.9")
+    train.add_argument("--username", default="cli")
+    train.add_argument("--queue", action="store_true", help="only queue it for a running server")
+    train.set_defaults(func=cmd_train)
+
+    classify = sub.add_parser("classify", help="top-5 predictions of a trained model for images")
+    classify.add_argument("model", help="model job id or name")
+    classify.add_argument("images", nargs="+", type=Path)
+    classify.add_argument("--epoch", type=float, help="snapshot epoch (default: the latest)")
+    classify.set_defaults(func=cmd_classify)
+
+
+def _find(store: Store, type_: str, key: str) -> dict[str, Any] | None:
+    job = store.get_job(key)
+    if job and job["type"] == type_:
+        return job
+    named = [j for j in store.list_jobs(type_) if j["name"] == key]
+    return named[0] if named else None
+
+
+def form_from_args(args: argparse.Namespace, dataset_id: str) -> dict[str, Any]:
+    form: dict[str, Any] = {"dataset": dataset_id, "method": "standard"}
+    for _, field, _ in TRAIN_OPTIONS:
+        value = getattr(args, field)
+        if value is not None:
+            form[field] = str(value)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --set {item!r}: use FIELD=VALUE")
+        form[key.strip()] = value.strip()
+    return form
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from kiln.cli import follow, settings_of
+    from kiln.jobs.model_form import create_model_jobs
+    from kiln.jobs.worker import run_job
+    from kiln.web.forms import FormErrors
+
+    settings = settings_of(args)
+    store = Store(settings.db_path)
+    try:
+        dataset = _find(store, "dataset", args.dataset)
+        try:
+            ids = create_model_jobs(form_from_args(args, dataset["id"] if dataset else args.dataset),
+                                    store, settings, args.username)
+        except FormErrors as exc:
+            for field, messages in exc.errors.items():
+                print(f"error: {field}: {' '.join(messages)}", file=sys.stderr)
+            return 2
+        worst = 0
+        for job_id in ids:
+            job = store.get_job(job_id)
+            print(f"model job {job_id} ({job['name']})", flush=True)
+            if args.queue:
+                continue
+            if dataset and dataset["status"] != "Done":
+                print(f"waiting for dataset {dataset['id']} ({dataset['status']}) ...", flush=True)
+                follow(store, dataset["id"], lambda *_: None)
+            worst = max(worst, _train_one(settings, store, job_id, run_job, follow))
+        return worst
+    finally:
+        store.close()
+
+
+def _train_one(settings: Any, store: Store, job_id: str, run_job: Any, follow: Any) -> int:
+    from tqdm import tqdm
+
+    from kiln.cli_jobs import _report_end
+
+    epochs = float(store.get_job(job_id)["params"]["config"]["train_epochs"])
+    t = tqdm(total=epochs, unit="epoch", bar_format="{l_bar}{bar}| {n:.2f}/{total:g} epochs [{elapsed}<{remaining}{postfix}]")
+    shown: dict[str, float] = {}
+
+    def progress(fraction: float, message: str = "") -> None:
+        t.n = round(fraction * epochs, 3)
+        t.refresh()
+
+    def metrics(epoch: float, values: dict[str, float], phase: str) -> None:
+        for k, v in values.items():
+            if k != "lr":
+                shown[f"{phase} {k}"] = v
+        t.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
+
+    status = run_job(settings, job_id, echo=progress, on_metrics=metrics)
+    if status in ("Running", "Initialized", "Waiting"):
+        status = follow(store, job_id, progress)
+    t.close()
+    return _report_end(store, job_id, status)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from kiln.cli import settings_of
+    from kiln.inference.predictor import Predictor
+
+    settings = settings_of(args)
+    store = Store(settings.db_path)
+    try:
+        job = _find(store, "model", args.model)
+    finally:
+        store.close()
+    if job is None:
+        print(f"error: no model job {args.model!r}", file=sys.stderr)
+        return 1
+    try:
+        predictor = Predictor.from_job_dir(settings.jobs_dir / job["id"], epoch=args.epoch)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    status = 0
+    for path, result in zip(args.images, predictor.classify([str(p) for p in args.images])):
+        print(path)
+        if isinstance(result, (Exception, str)):
+            print(f"  error: {result}")
+            status = 1
+            continue
+        for label, pct in result:
+            print(f"  {pct:6.2f}%  {label}")
+    return status

@@ -14,10 +14,11 @@ class StoreReporter:
     polled at most once a second.
     """
 
-    def __init__(self, store: Store, job_id: str, echo: Any = None) -> None:
+    def __init__(self, store: Store, job_id: str, echo: Any = None, on_metrics: Any = None) -> None:
         self.store = store
         self.job_id = job_id
         self.echo = echo              # optional callable(fraction, message) for the CLI's bar
+        self.on_metrics = on_metrics  # optional callable(epoch, values, phase) for the CLI
         self.stop_flag = False
         self._last_progress = 0.0
         self._last_poll = 0.0
@@ -35,6 +36,8 @@ class StoreReporter:
 
     def metrics(self, epoch: float, values: dict[str, float], phase: str = "train") -> None:
         self.store.add_metrics(self.job_id, epoch, values, phase)
+        if self.on_metrics:
+            self.on_metrics(epoch, values, phase)
 
     def snapshot(self, epoch: float, path: str, values: dict[str, Any]) -> None:
         self.store.add_snapshot(self.job_id, epoch, path, values)

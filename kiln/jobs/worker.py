@@ -26,7 +26,8 @@ class UserFacingError(Exception):
     """A failure whose message already says what failed and what to do."""
 
 
-def run_job(settings: Settings, job_id: str, echo: Callable[[float, str], None] | None = None) -> str:
+def run_job(settings: Settings, job_id: str, echo: Callable[[float, str], None] | None = None,
+            on_metrics: Callable[..., None] | None = None) -> str:
     """Claim the job, run it, record the outcome; returns the final status."""
     store = Store(settings.db_path)
     me = psutil.Process()
@@ -34,7 +35,7 @@ def run_job(settings: Settings, job_id: str, echo: Callable[[float, str], None] 
                             pid_started=me.create_time()):
         job = store.get_job(job_id)
         return job["status"] if job else "missing"
-    reporter = StoreReporter(store, job_id, echo)
+    reporter = StoreReporter(store, job_id, echo, on_metrics)
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(reporter, "stop_flag", True))
     try:
         job = store.get_job(job_id)

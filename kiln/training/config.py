@@ -48,6 +48,7 @@ class TrainConfig:
     early_stopping_patience: int = 5    # validations without improvement
     keep_best: bool = False             # also keep the snapshot with the best val metric
     device: str = "auto"                # auto | cpu | cuda | cuda:0,1
+    precision: str = "auto"             # auto (bf16/fp16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
