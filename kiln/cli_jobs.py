@@ -57,7 +57,7 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
     values = {field: getattr(args, field) for _, field, _ in DATASET_OPTIONS if getattr(args, field) is not None}
-    if args.train_list:
+    if args.textfile_train_images:
         values["method"] = "textfile"
         values["textfile_use_val"] = bool(args.textfile_val_images)
         values["textfile_use_test"] = bool(args.textfile_test_images)

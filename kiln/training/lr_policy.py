@@ -139,12 +139,27 @@ def preview(params: Mapping[str, Any], points: int = 101) -> list[list]:
     return [[f"Learning Rate {n}"] + [_percent_rate(config, lr, i) for i in xs] for n, lr in enumerate(rates)]
 
 
+class IterationLR(torch.optim.lr_scheduler.LambdaLR):
+    """LambdaLR that also puts the resumed iteration's rate back into the optimizer on loading.
+
+    (Building a LambdaLR resets the optimizer's rates to iteration 0's; plain ``load_state_dict``
+    would leave them there until the next ``step()``.)
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        for group, base, factor in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = base * factor(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
                    max_iter: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-iteration scheduler: call ``step()`` after every optimizer step.
 
     The factor is ``lr_at / learning_rate``, so groups keep their own base rates. The lambda is a
-    closure, so ``state_dict()`` holds only numbers and resumes with ``load_state_dict``.
+    closure, so ``state_dict()`` holds only numbers (safe for ``torch.load(weights_only=True)``).
+    To resume, load the optimizer's state, build the scheduler, then ``load_state_dict``.
     """
     check_config(config)
     base = config.learning_rate
@@ -152,5 +167,4 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     def factor(iteration: int) -> float:
         return lr_at(config, iteration, max_iter) / base if base > 0 else 1.0
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
+    return IterationLR(optimizer, factor)
