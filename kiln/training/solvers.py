@@ -5,7 +5,8 @@ As DIGITS wrote them into Caffe's solver file:
   ADAGRAD and RMSPROP have none;
 - weight decay is base_lr / 100 unless set. Caffe decayed biases too (decay_mult 0 in the
   standard networks' prototxt switched it off); here it never touches biases or norm parameters;
-- epsilon is Caffe's ``delta`` default, 1e-8;
+- epsilon is Caffe's ``delta`` default, 1e-8, except for ADADELTA: at 1e-8 its first steps are
+  so small that it barely moves in a short run, so it takes the paper's (and PyTorch's) 1e-6;
 - ADAMW (kiln's addition) applies the same weight decay decoupled, as AdamW does.
 """
 from __future__ import annotations
@@ -69,6 +70,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     if kind == "RMSPROP":
         return _build(torch.optim.RMSprop, groups, lr=lr, alpha=config.rms_decay, eps=EPS, momentum=0.0)
     if kind == "ADADELTA":
-        return _build(torch.optim.Adadelta, groups, lr=lr, rho=momentum, eps=EPS)
+        return _build(torch.optim.Adadelta, groups, lr=lr, rho=momentum, eps=1e-6)
     adam = torch.optim.Adam if kind == "ADAM" else torch.optim.AdamW
     return _build(adam, groups, lr=lr, betas=(momentum, 0.999), eps=EPS)

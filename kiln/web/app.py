@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
     app.state.templates = _templates()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _error_handlers(app)
+    _upload_limit(app, settings.max_upload_mb)
 
     from kiln.web import routes_auth, routes_datasets, routes_events, routes_home, routes_jobs, routes_models
     for module in (routes_auth, routes_home, routes_jobs, routes_events, routes_datasets, routes_models):
@@ -51,6 +52,17 @@ def _templates() -> Jinja2Templates:
     templates.env.globals.update(version=kiln.__version__, **formatting.GLOBALS)
     templates.env.filters.update(formatting.FILTERS)
     return templates
+
+
+def _upload_limit(app: FastAPI, max_mb: int) -> None:
+    """Refuse bodies over the limit before reading them (a 413 that names the setting)."""
+    @app.middleware("http")
+    async def limit(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_mb * 2**20:
+            return JSONResponse({"error": {"message": f"Upload too large: over {max_mb} MB (KILN_MAX_UPLOAD_MB).",
+                                           "type": "TooLarge"}}, status_code=413)
+        return await call_next(request)
 
 
 def _error_handlers(app: FastAPI) -> None:

@@ -1,0 +1,214 @@
+"""The train loop on tiny generated datasets: it learns, reports, snapshots, resumes and stops."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from kiln.reporting import NullReporter, Stopped
+from kiln.training import checkpoint
+from kiln.training.config import TrainConfig
+from kiln.training.loop import Dist, Plan, TrainingDiverged, epoch_order, train
+
+
+def config(**kw) -> TrainConfig:
+    base = dict(network="lenet", train_epochs=2, batch_size=8, learning_rate=0.01, random_seed=7,
+                lr_policy="fixed")
+    return TrainConfig(**{**base, **kw})
+
+
+class StopAfterSnapshots(NullReporter):
+    """Asks to stop once `n` snapshots have been reported (an abort from the web page)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def should_stop(self) -> bool:
+        return len(self.snapshots) >= self.n
+
+
+# -- a run that learns, reports and writes its files ----------------------------------------------
+@pytest.fixture(scope="module")
+def run(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    reporter = NullReporter()
+    summary = train(config(train_epochs=3), tiny, out, reporter)
+    return tiny, out, reporter, summary
+
+
+def test_learns_a_separable_dataset(run):
+    _, _, reporter, summary = run
+    train_losses = [v["loss"] for _, v, phase in reporter.rows if phase == "train"]
+    assert train_losses[-1] < train_losses[0] / 4
+    assert summary["final"]["val_accuracy"] > 80          # chance is 33 %
+    assert summary["best_val_accuracy"] >= summary["final"]["val_accuracy"]
+    assert summary["epochs"] == 3.0 and summary["iterations"] == 3 * math.ceil(36 / 8)
+
+
+def test_reports_metrics_progress_and_snapshots(run):
+    _, out, reporter, _ = run
+    train_rows = [(e, v) for e, v, phase in reporter.rows if phase == "train"]
+    val_rows = [(e, v) for e, v, phase in reporter.rows if phase == "val"]
+    assert len(train_rows) >= 3 * 2                       # a few points per epoch
+    assert all(set(v) == {"loss", "lr"} for _, v in train_rows)
+    assert [e for e, _ in val_rows] == [1.0, 2.0, 3.0]
+    assert all(set(v) == {"loss", "accuracy"} for _, v in val_rows)   # 3 classes: no top-5
+    assert reporter.fractions == sorted(reporter.fractions) and reporter.fractions[-1] == 1.0
+    assert [e for e, _, _ in reporter.snapshots] == [1.0, 2.0, 3.0]
+    for epoch, path, values in reporter.snapshots:
+        assert Path(path).exists() and "val_accuracy" in values
+    assert any("Snapshot saved at epoch 3" in line for line in reporter.lines)
+
+
+def test_snapshot_files_rebuild_the_network(run):
+    dataset, out, _, _ = run
+    assert checkpoint.list_snapshots(out) == [1.0, 2.0, 3.0]
+    meta = json.loads((out / "snapshot_3.json").read_text())
+    assert meta["network"] == "lenet" and meta["num_classes"] == 3 and meta["labels"] == dataset.labels
+    assert (meta["in_channels"], meta["height"], meta["width"]) == (1, 28, 28)
+    assert meta["preprocess"]["use_mean"] == "image" and len(meta["preprocess"]["mean"]) == 28
+    assert meta["epoch"] == 3.0 and meta["kiln_version"] and "val_loss" in meta["metrics"]
+    model, meta2 = checkpoint.load_snapshot(out)          # latest
+    weights = load_file(out / "snapshot_3.safetensors")
+    for name, value in model.state_dict().items():
+        assert np.array_equal(value.numpy(), weights[name].numpy())
+    assert checkpoint.resume_epoch(out) == 3.0
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+
+
+# -- DIGITS' iteration arithmetic -----------------------------------------------------------------
+def test_iterations_follow_digits():
+    # reference 2.2: 45,002 MNIST images, batch 64, 22 epochs -> snapshot_iter_15488
+    plan = Plan.make(TrainConfig(train_epochs=22, batch_size=64), 45002, 16)
+    assert (plan.iters_per_epoch, plan.max_iter) == (704, 15488)
+    plan = Plan.make(TrainConfig(train_epochs=30), 60000, 64)          # default batch = network's
+    assert plan.max_iter == 938 * 30 and plan.display_every == 79
+    plan = Plan.make(TrainConfig(train_epochs=1, batch_size=8, batch_accumulation=3), 100, 16)
+    assert plan.iters_per_epoch == math.ceil(100 / 24) == 5
+    order = np.arange(100)
+    assert [len(mb) for mb in plan.micro_batches(order, 0)] == [8, 8, 8]
+    assert [len(mb) for mb in plan.micro_batches(order, 4)] == [4]       # the epoch's remainder
+    assert sum(len(mb) for s in range(5) for mb in plan.micro_batches(order, s)) == 100
+
+
+def test_intervals_in_fractional_epochs():
+    plan = Plan.make(TrainConfig(train_epochs=2, batch_size=10), 40, 16)   # 4 iterations per epoch
+    assert [it for it in range(1, 9) if plan.due(it, 0.5)] == [2, 4, 6, 8]
+    assert [it for it in range(1, 9) if plan.due(it, 1)] == [4, 8]
+    assert [it for it in range(1, 9) if plan.due(it, 0.1)] == list(range(1, 9))   # (0,1] iterations -> each
+    assert not any(plan.due(it, 0) for it in range(1, 9))
+    plan = Plan.make(TrainConfig(train_epochs=1, batch_size=10), 30, 16)   # 3 per epoch, interval 0.5
+    assert [it for it in range(1, 4) if plan.due(it, 0.5)] == [2, 3]
+
+
+def test_epoch_order_is_shuffled_reproducible_and_split_by_rank():
+    a, b = epoch_order(1, 0, 10, True, Dist()), epoch_order(1, 1, 10, True, Dist())
+    assert sorted(a) == list(range(10)) and not np.array_equal(a, b)
+    assert np.array_equal(a, epoch_order(1, 0, 10, True, Dist()))
+    assert np.array_equal(epoch_order(1, 0, 10, False, Dist()), np.arange(10))
+    shards = [epoch_order(1, 0, 11, True, Dist(rank=r, world=2)) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 6
+    assert set(shards[0]) | set(shards[1]) == set(range(11))
+
+
+# -- behaviour of whole runs ----------------------------------------------------------------------
+def test_fractional_snapshot_interval(tiny, tmp_path):
+    reporter = NullReporter()
+    # 36 images / batch 9 = 4 iterations per epoch
+    summary = train(config(train_epochs=1.5, batch_size=9, snapshot_interval=0.5, val_interval=0),
+                    tiny, tmp_path, reporter)
+    assert checkpoint.list_snapshots(tmp_path) == [0.5, 1.0, 1.5]
+    assert (tmp_path / "snapshot_0.5.safetensors").exists() and (tmp_path / "snapshot_1.json").exists()
+    assert summary["snapshots"] == [0.5, 1.0, 1.5] and summary["iterations"] == 6
+    assert not [r for r in reporter.rows if r[2] == "val"]      # val_interval 0: no validation
+
+
+def test_batch_accumulation_matches_one_big_batch(tiny, tmp_path):
+    a = train(config(train_epochs=1, batch_size=4, batch_accumulation=3, val_interval=0), tiny,
+              tmp_path / "a", NullReporter())
+    b = train(config(train_epochs=1, batch_size=12, val_interval=0), tiny, tmp_path / "b", NullReporter())
+    assert a["iterations"] == b["iterations"] == 3
+    wa, wb = load_file(tmp_path / "a" / "snapshot_1.safetensors"), load_file(tmp_path / "b" / "snapshot_1.safetensors")
+    for name in wa:
+        np.testing.assert_allclose(wa[name].numpy(), wb[name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_resume_continues_exactly(tiny, tmp_path):
+    # random crops and flips draw from the saved RNG; the step policy from the saved scheduler
+    cfg = config(train_epochs=4, crop_size=24, aug_flip="fliplr", lr_policy="step", lr_step_size=40,
+                 solver_type="ADAM", learning_rate=0.001)
+    straight = train(cfg, tiny, tmp_path / "straight", NullReporter())
+    with pytest.raises(Stopped):
+        train(cfg, tiny, tmp_path / "resumed", StopAfterSnapshots(2))
+    assert checkpoint.list_snapshots(tmp_path / "resumed") == [1.0, 2.0]
+    assert checkpoint.resume_epoch(tmp_path / "resumed") == 2.0
+    reporter = NullReporter()
+    resumed = train(cfg, tiny, tmp_path / "resumed", reporter, resume=True)
+    assert any("Resuming at epoch 2" in line for line in reporter.lines)
+    assert [e for e, _, _ in reporter.snapshots] == [3.0, 4.0]
+    wa = load_file(tmp_path / "straight" / "snapshot_4.safetensors")
+    wb = load_file(tmp_path / "resumed" / "snapshot_4.safetensors")
+    for name in wa:
+        assert np.array_equal(wa[name].numpy(), wb[name].numpy()), name
+    assert resumed["final"] == straight["final"] and resumed["best_epoch"] == straight["best_epoch"]
+
+
+def test_early_stopping_stops_after_patience(tiny, tmp_path):
+    # learning rate 0: the val loss never improves after the first validation
+    reporter = NullReporter()
+    summary = train(config(train_epochs=30, learning_rate=0.0, early_stopping="val_loss",
+                           early_stopping_patience=2), tiny, tmp_path, reporter)
+    assert summary["stopped_early"] and summary["epochs"] == 3.0
+    assert checkpoint.list_snapshots(tmp_path) == [1.0, 2.0, 3.0]
+    assert any("Early stopping" in line for line in reporter.lines)
+
+
+def test_keep_best(tiny, tmp_path):
+    summary = train(config(train_epochs=2, keep_best=True), tiny, tmp_path, NullReporter())
+    model, meta = checkpoint.load_snapshot(tmp_path, "best")
+    assert meta["epoch"] == summary["best_epoch"]
+    assert meta["metrics"]["val_accuracy"] == summary["best_val_accuracy"]
+
+
+def test_divergence_names_the_epoch_and_the_fix(tiny, tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"epoch \d+\.\d+.*[Ll]ower the learning rate"):
+        train(config(learning_rate=1e6, lr_policy="fixed"), tiny, tmp_path, NullReporter())
+    assert checkpoint.list_snapshots(tmp_path) == []
+
+
+def test_abort_raises_stopped_and_writes_nothing(tiny, tmp_path):
+    reporter = NullReporter()
+    reporter.stop = True
+    with pytest.raises(Stopped):
+        train(config(), tiny, tmp_path, reporter)
+    assert checkpoint.list_snapshots(tmp_path) == [] and not (tmp_path / "resume.pt").exists()
+
+
+def test_top5_reported_with_ten_classes_and_pixel_mean(tiny10, tmp_path):
+    reporter = NullReporter()
+    train(config(train_epochs=1, use_mean="pixel"), tiny10, tmp_path, reporter)
+    (_, values, _), = [r for r in reporter.rows if r[2] == "val"]
+    assert set(values) == {"loss", "accuracy", "accuracy_top5"}
+    assert values["accuracy_top5"] >= values["accuracy"]
+    meta = checkpoint.read_meta(tmp_path)
+    assert meta["preprocess"]["use_mean"] == "pixel" and len(meta["preprocess"]["mean"]) == 1
+
+
+def test_same_seed_same_weights(tiny, tmp_path):
+    for name in ("a", "b"):
+        train(config(train_epochs=1, val_interval=0), tiny, tmp_path / name, NullReporter())
+    wa, wb = (load_file(tmp_path / n / "snapshot_1.safetensors") for n in ("a", "b"))
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+
+
+def test_data_read_from_disk_trains_like_data_in_memory(tiny, tmp_path):
+    for name, in_memory in (("ram", True), ("disk", False)):
+        train(config(train_epochs=1, val_interval=0, extra={"data_in_memory": in_memory}), tiny,
+              tmp_path / name, NullReporter())
+    wa, wb = (load_file(tmp_path / n / "snapshot_1.safetensors") for n in ("ram", "disk"))
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
