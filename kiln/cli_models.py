@@ -146,8 +146,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     status = 0
     for path, result in zip(args.images, predictor.classify([str(p) for p in args.images])):
         print(path)
-        if isinstance(result, (Exception, str)):
-            print(f"  error: {result}")
+        if result.error:
+            print(f"  error: {result.error}")
             status = 1
             continue
         for label, pct in result:

@@ -24,6 +24,7 @@ import shutil
 import time
 import warnings
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -313,36 +314,47 @@ def _chunk_size(n_total: int, item_bytes: int, workers: int) -> int:
     return max(1, min(by_bytes, 2048, max(balanced, 32)))
 
 
-def _ordered_results(fn: Callable, tasks: Iterable[tuple[Any, tuple]], workers: int,
-                     log: Callable[[str], None]) -> Iterator[tuple[Any, _Chunk]]:
-    """(key, fn(args)) in task order. With workers > 1 a process pool runs them, at most a few
-    chunks ahead of the parent (unlike Pool.imap, which queues everything and lets finished
-    results pile up), so memory stays bounded."""
-    if workers > 1 and multiprocessing.current_process().daemon:
-        log("Running in one process: a daemonic process may not start a worker pool.")
-        workers = 1
-    if workers <= 1:
-        _worker_init()
-        for key, args in tasks:
-            yield key, fn(args)
-        return
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    pool = ctx.Pool(workers, initializer=_worker_init)
-    try:
+class _Workers:
+    """Runs chunk tasks in worker processes, results in task order, at most a few chunks ahead of
+    the parent (Pool.imap would queue everything and let finished results pile up in memory).
+    ProcessPoolExecutor rather than Pool: a worker that dies (OOM killer, a crashing decoder)
+    raises BrokenProcessPool instead of hanging the job. Started before parsing, so process
+    start-up overlaps the folder walk."""
+
+    def __init__(self, workers: int, log: Callable[[str], None]) -> None:
+        if workers > 1 and multiprocessing.current_process().daemon:
+            log("Running in one process: a daemonic process may not start worker processes.")
+            workers = 1
+        self.workers = workers
+        self.executor: ProcessPoolExecutor | None = None
+        if workers > 1:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload([__name__])
+            self.executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+            for _ in range(workers):  # start every process now
+                self.executor.submit(int)
+        else:
+            _worker_init()
+
+    def run(self, fn: Callable, tasks: Iterable[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any]]:
+        if self.executor is None:
+            for key, args in tasks:
+                yield key, fn(args)
+            return
         pending: deque = deque()
         for key, args in tasks:
-            pending.append((key, pool.apply_async(fn, (args,))))
-            if len(pending) > 2 * workers:
-                key0, res = pending.popleft()
-                yield key0, res.get()
+            pending.append((key, self.executor.submit(fn, args)))
+            if len(pending) > 2 * self.workers:
+                key0, future = pending.popleft()
+                yield key0, future.result()
         while pending:
-            key0, res = pending.popleft()
-            yield key0, res.get()
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
+            key0, future = pending.popleft()
+            yield key0, future.result()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
 
 
 def _tasks(src: SourceLists, splits: list[str], params: _Params, size: int,
@@ -418,19 +430,18 @@ def _finish_split(writer: _SplitWriter, job_dir: Path, spec: DatasetSpec, errors
     out["mean_pixel"] = _write_mean(job_dir, writer.mean())
 
 
-def _pack(job_dir: Path, spec: DatasetSpec, src: SourceLists, reporter: Reporter, workers: int,
+def _pack(job_dir: Path, spec: DatasetSpec, src: SourceLists, reporter: Reporter, runner: _Workers,
           chunk_size: int | None, out: dict[str, Any]) -> None:
     params = _params(spec)
     splits = [s for s in SPLITS if src.splits.get(s)]
     total = sum(len(src.splits[s]) for s in splits)
-    size = chunk_size or _chunk_size(total, params.item_bytes, workers)
+    size = chunk_size or _chunk_size(total, params.item_bytes, runner.workers)
     inverted = bool(spec.add_inverted)
     errors = _ErrorLog(job_dir, reporter)
     writers: dict[str, _SplitWriter] = {}
     done = 0
     try:
-        results = _ordered_results(_process_chunk, _tasks(src, splits, params, size, inverted),
-                                   workers, reporter.log)
+        results = runner.run(_process_chunk, _tasks(src, splits, params, size, inverted))
         for (split, start, part), chunk in results:
             if split not in writers:
                 for previous in writers.values():
@@ -459,6 +470,20 @@ def _pack(job_dir: Path, spec: DatasetSpec, src: SourceLists, reporter: Reporter
     out["errors"], out["error_count"] = errors.kept, errors.count
 
 
+def _manifest_head(spec: DatasetSpec, src: SourceLists) -> dict[str, Any]:
+    return {
+        "version": MANIFEST_VERSION,
+        "labels": src.labels,
+        "image": {"width": int(spec.resize_width), "height": int(spec.resize_height),
+                  "channels": int(spec.resize_channels), "resize_mode": spec.resize_mode,
+                  "encoding": spec.encoding},
+        "splits": {}, "errors": [], "error_count": 0, "mean_pixel": [],
+        "parse": {**src.parse_info(), "found": sum(len(v) for v in src.splits.values()),
+                  "warnings": src.warnings[:50]},
+        "source": spec.to_dict(),
+    }
+
+
 def build_dataset(spec: DatasetSpec, job_dir: Path, reporter: Reporter, workers: int = 2,
                   chunk_size: int | None = None) -> dict:
     """Build the packed dataset that spec describes in job_dir and return its manifest.
@@ -471,24 +496,18 @@ def build_dataset(spec: DatasetSpec, job_dir: Path, reporter: Reporter, workers:
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / MANIFEST).unlink(missing_ok=True)
     reporter.progress(0.0, "Parsing image lists")
-    src = collect_images(spec, reporter.log)
-    _log_parse(reporter, src)
-    _write_lists(job_dir, src)
-    reporter.progress(PARSE_SHARE, "Lists written")
-    if reporter.should_stop():
-        raise Stopped("dataset creation aborted")
-    out: dict[str, Any] = {
-        "version": MANIFEST_VERSION,
-        "labels": src.labels,
-        "image": {"width": int(spec.resize_width), "height": int(spec.resize_height),
-                  "channels": int(spec.resize_channels), "resize_mode": spec.resize_mode,
-                  "encoding": spec.encoding},
-        "splits": {}, "errors": [], "error_count": 0, "mean_pixel": [],
-        "parse": {**src.parse_info(), "found": sum(len(v) for v in src.splits.values()),
-                  "warnings": src.warnings[:50]},
-        "source": spec.to_dict(),
-    }
-    _pack(job_dir, spec, src, reporter, workers, chunk_size, out)
+    runner = _Workers(workers, reporter.log)
+    try:
+        src = collect_images(spec, reporter.log)
+        _log_parse(reporter, src)
+        _write_lists(job_dir, src)
+        reporter.progress(PARSE_SHARE, "Lists written")
+        if reporter.should_stop():
+            raise Stopped("dataset creation aborted")
+        out = _manifest_head(spec, src)
+        _pack(job_dir, spec, src, reporter, runner, chunk_size, out)
+    finally:
+        runner.close()
     out["seconds"] = round(time.monotonic() - started, 3)
     _write_json(job_dir / MANIFEST, out)
     reporter.progress(1.0, "Done")

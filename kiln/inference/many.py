@@ -92,8 +92,8 @@ def classify_list(predictor: Any, text: str, folder: str | None = None, limit: i
     results = predictor.classify([p for p, _ in items]) if items else []
     for (path, truth), result in zip(items, results):
         row: dict[str, Any] = {"path": path, "truth": truth}
-        if isinstance(result, (Exception, str)):
-            row["error"] = str(result)
+        if getattr(result, "error", None):
+            row["error"] = result.error
         else:
             row["top5"] = [[lab, pct] for lab, pct in result]
         report.rows.append(row)

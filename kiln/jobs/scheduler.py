@@ -115,8 +115,10 @@ class Scheduler:
         job_dir.mkdir(parents=True, exist_ok=True)
         log = open(job_dir / "worker.log", "ab")
         cmd = [sys.executable, "-m", "kiln.jobs.worker", job["id"], "--data-dir", str(self.settings.data_dir)]
-        self.procs[job["id"]] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc.spawned_at = time.time()  # type: ignore[attr-defined]
+        self.procs[job["id"]] = proc
         log.close()
         # the worker claims the job itself; wait briefly so the next tick does not start it twice
         deadline = time.monotonic() + 10
@@ -134,13 +136,18 @@ class Scheduler:
                 continue
             del self.procs[job_id]
             job = self.store.get_job(job_id)
-            if job and job["status"] in ACTIVE:
-                if job["abort_requested"]:
-                    self.store.set_status(job_id, "Aborted", note="worker stopped")
-                else:
-                    self.store.set_status(job_id, "Error", error=(
-                        f"The worker process exited with code {proc.returncode} before finishing "
-                        f"(see worker.log in the job folder). Resume or clone the job."))
+            if job is None or job["status"] not in ACTIVE:
+                continue
+            ran_it = job["status"] == "Running" and job["pid"] == proc.pid
+            never_claimed = job["status"] != "Running" and self.store.history(job_id)[-1]["ts"] < proc.spawned_at
+            if not (ran_it or never_claimed):
+                continue  # the job was resumed since: another worker owns it now
+            if job["abort_requested"]:
+                self.store.set_status(job_id, "Aborted", note="worker stopped")
+            else:
+                self.store.set_status(job_id, "Error", error=(
+                    f"The worker process exited with code {proc.returncode} before finishing "
+                    f"(see worker.log in the job folder). Resume or clone the job."))
         # workers started by someone else (the CLI, a previous server) that died
         for job in self.store.jobs_with_status(["Running"]):
             if job["id"] not in self.procs and not worker_alive(job):
@@ -180,7 +187,7 @@ class Scheduler:
         try:
             time.sleep(0.2)
             current = store.get_job(job_id)
-            if current and current["status"] == "Running" and not worker_alive(job):
+            if current and current["status"] == "Running" and current["pid"] == job["pid"] and not worker_alive(job):
                 store.set_status(job_id, "Aborted", note="worker killed after abort")
         finally:
             store.close()

@@ -225,8 +225,8 @@ async def classify_one(request: Request, store: StoreDep, settings: SettingsDep)
     except (FileNotFoundError, ValueError) as exc:
         raise HTTPException(400, f"snapshot_epoch: {exc}")
     result = pred.classify([source])[0]
-    if isinstance(result, Exception) or isinstance(result, str):
-        raise HTTPException(400, f"image_file: {result}")
+    if result.error:
+        raise HTTPException(400, f"image_file: {result.error}")
     predictions = [[label, pct] for label, pct in result]
     if wants_json(request):
         return JSONResponse({"predictions": predictions})

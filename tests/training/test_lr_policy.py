@@ -36,6 +36,8 @@ def test_multistep_rounds_each_step_up() -> None:
     # stepvalues: 50 * 211.2 = 10560, ceil(85 * 211.2 = 17952.0) = 17952; and 15488: 7744, ceil(13164.8) = 13165
     assert rates(config, [0, 10559, 10560, 17951, 17952], MAX_ITER) == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])
     assert rates(config, [13164, 13165], 15488) == pytest.approx([0.005, 0.0025])
+    config.lr_multistep_values = "33"  # 33 * 154.88 = 5111.04 -> 5112, not 5111
+    assert rates(config, [5111, 5112], 15488) == pytest.approx([0.01, 0.005])
 
 
 def test_exp_spreads_gamma_over_one_percent_of_training() -> None:
