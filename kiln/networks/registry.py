@@ -2,6 +2,8 @@
 
 A builder is any plain callable ``fn(num_classes, in_channels, height, width) -> nn.Module``: the
 registry does not care whether it is Python code or a network compiled from prototxt text.
+``height`` and ``width`` are what the network is fed: the crop size when cropping, else the
+dataset's image size. Builders raise ValueError for images too small for the network.
 
 Module contract for every builder's result:
 - input: float NCHW at raw pixel scale (0-255, mean already subtracted by the caller, as in
@@ -50,9 +52,14 @@ def register_builder(name: str, builder: Builder, info: NetworkInfo, *, overwrit
     _REGISTRY[name] = (builder, info)
 
 
-def register_network(name: str, **info_fields: object) -> Callable[[Builder], Builder]:
-    """Decorator form of :func:`register_builder`; keyword arguments are :class:`NetworkInfo` fields."""
-    info = NetworkInfo(name=name, **info_fields)  # type: ignore[arg-type]
+def register_network(name: str, *, label: str, description: str = "", paper_url: str = "",
+                     year: int | None = None, intended_size: tuple[int, int, int] | None = None,
+                     default_batch: int = 16, default_val_batch: int = 16, default_crop: int | None = None,
+                     default_lr: float = 0.01, default_solver: str = "SGD",
+                     source: str = "python") -> Callable[[Builder], Builder]:
+    """Decorator form of :func:`register_builder`; the keywords are :class:`NetworkInfo`'s fields."""
+    info = NetworkInfo(name, label, description, paper_url, year, intended_size, default_batch,
+                       default_val_batch, default_crop, default_lr, default_solver, source)
 
     def decorate(builder: Builder) -> Builder:
         register_builder(name, builder, info)

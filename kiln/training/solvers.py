@@ -11,7 +11,6 @@ As DIGITS wrote them into Caffe's solver file:
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -48,14 +47,18 @@ def _check(config: TrainConfig) -> None:
         raise ValueError(f"weight_decay must not be negative, got {config.weight_decay!r}")
 
 
+# optimizers whose fused kernel is known to be faster than foreach, per device type (CPU measured)
+_FUSED = {"cpu": (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad),
+          "cuda": (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)}
+
+
 def _build(cls: type[torch.optim.Optimizer], groups: list[dict[str, Any]], **kwargs: Any) -> torch.optim.Optimizer:
     """Use the fused kernel where this optimizer has one for the parameters' device, else foreach."""
-    if "fused" in inspect.signature(cls).parameters:
-        try:
-            return cls(groups, fused=True, **kwargs)
-        except RuntimeError:  # fused is not supported for this device or dtype
-            pass
-    return cls(groups, foreach=True, **kwargs)
+    params = [p for group in groups for p in group["params"]]
+    devices = {p.device.type for p in params}
+    fused = (len(devices) == 1 and cls in _FUSED.get(devices.pop(), ())
+             and all(p.is_floating_point() for p in params))
+    return cls(groups, **({"fused": True} if fused else {"foreach": True}), **kwargs)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import colorsys
 import math
+from typing import Iterator
 
 import pytest
 import torch
 
 from kiln.training.augment import Augmenter, _hsv_to_rgb, _rgb_to_hsv
 from kiln.training.config import TrainConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    # small tensors on 2 busy cores run many times slower with two OpenMP threads
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def augment(x: torch.Tensor, seed: int = 0, **fields: object) -> torch.Tensor:
