@@ -123,7 +123,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         spec = DatasetSpec(dataset_name="mnist", resize_channels=1, resize_width=28, resize_height=28,
                            folder_train=str(dest / "train"), has_test_folder=True, folder_test=str(dest / "test"),
                            folder_pct_val=25)
-        job_id = store.create_job("dataset", "mnist", {"spec": spec.to_dict()}, "demo")
+        job_id = store.create_job("dataset", "mnist", {"spec": spec.to_dict()}, None)  # no owner: anyone may manage it
         print(f"Queued the 'mnist' dataset ({job_id}); the server builds it now.", flush=True)
     finally:
         store.close()

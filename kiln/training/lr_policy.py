@@ -71,7 +71,10 @@ def _percent_rate(c: TrainConfig, lr: float, i: float) -> float:
 
 
 def lr_at(config: TrainConfig, iteration: int, max_iter: int) -> float:
-    """Learning rate at ``iteration`` (0-based) of ``max_iter``, as Caffe ran DIGITS' solver file."""
+    """Learning rate at ``iteration`` (0-based) of ``max_iter``, as Caffe ran DIGITS' solver file.
+
+    An iteration is one optimizer step (Caffe's ``iter``, which counts ``iter_size`` batches once).
+    """
     c, lr, it = config, config.learning_rate, iteration
     check_config(c)
     scale = max(max_iter, 1) / 100
@@ -132,7 +135,8 @@ def preview(params: Mapping[str, Any], points: int = 101) -> list[list]:
     config = TrainConfig(lr_policy=str(params.get("lr_policy") or defaults.lr_policy))
     for name in _FLOAT_FIELDS:
         setattr(config, name, _float(params, name, getattr(defaults, name)))
-    config.lr_multistep_values = str(params.get("lr_multistep_values") or defaults.lr_multistep_values)
+    steps = params.get("lr_multistep_values") or defaults.lr_multistep_values
+    config.lr_multistep_values = steps if isinstance(steps, str) else ",".join(map(str, steps))
     check_config(config)
     rates = _learning_rates(params.get("learning_rate", defaults.learning_rate))
     xs = [100 * k / (points - 1) for k in range(points)] if points > 1 else [0.0]

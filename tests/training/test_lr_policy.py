@@ -110,6 +110,8 @@ def test_preview_percent_formulas() -> None:
     assert column(lr_policy="sigmoid", lr_sigmoid_step=40)[40] == pytest.approx(0.05)
     multistep = column(lr_policy="multistep", lr_multistep_values="85, 50", lr_multistep_gamma=0.5)
     assert (multistep[49], multistep[50], multistep[84], multistep[85]) == pytest.approx((0.1, 0.05, 0.05, 0.025))
+    from_json = column(lr_policy="multistep", lr_multistep_values=[50, 85], lr_multistep_gamma=0.5)
+    assert from_json == multistep
     assert column(lr_policy="fixed") == [0.1] * 101
     assert column(lr_policy="cosine")[50] == pytest.approx(0.05)
 

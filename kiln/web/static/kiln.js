@@ -18,6 +18,8 @@ kiln.listen = (jobId, onJob) => {
   const url = jobId ? `/events?job_id=${encodeURIComponent(jobId)}` : "/events";
   const source = new EventSource(url);
   source.addEventListener("job", (e) => onJob(JSON.parse(e.data)));
+  // The stream starts at the newest change when it (re)connects: catch up on what happened since the page was rendered.
+  source.addEventListener("hello", async () => onJob(jobId ? {job_id: jobId, update: ["hello", "metrics"], state: await (await fetch(`/jobs/${encodeURIComponent(jobId)}/state.json`)).json()} : {update: ["hello"]}));
   window.addEventListener("beforeunload", () => source.close());
   return source;
 };
