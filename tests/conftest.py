@@ -9,7 +9,11 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-import httpx
+# Busy 2-core machines: spinning OpenMP threads make small tensor work 10-25x slower in tests
+# (and in the servers and workers the tests start, which inherit this environment).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import httpx  # noqa: E402
 import numpy as np
 import pytest
 from PIL import Image
