@@ -167,20 +167,43 @@ def mnist_dataset(work: Path) -> Any:
 # ------------------------------------------------------------------------------------------------
 # The cases, each run in a child process
 # ------------------------------------------------------------------------------------------------
+def step_stats(ticks: list[float], images: int, seconds: float) -> dict[str, Any]:
+    """Overall images/s, and images/s of the median iteration after warm-up: on a shared machine
+    the median shrugs off bursts of other load that the overall rate absorbs."""
+    steps = np.diff(np.asarray(ticks))[5:]
+    return {"images_per_second": images / seconds, "median_images_per_second": BATCH / float(np.median(steps)),
+            "images": images, "train_s": seconds}
+
+
+class TimingReporter:
+    """A NullReporter that notes the time of every should_stop() call: once per iteration."""
+
+    def __init__(self) -> None:
+        from kiln.reporting import NullReporter
+        self.inner, self.ticks = NullReporter(), []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def should_stop(self) -> bool:
+        self.ticks.append(time.perf_counter())
+        return False
+
+
 def case_kiln(dataset: Any, network: str, images: int, in_memory: bool) -> dict[str, Any]:
-    from kiln.reporting import NullReporter
     from kiln.training.config import TrainConfig
     from kiln.training.loop import train
 
     config = TrainConfig(network=network, train_epochs=images / dataset.count("train"), batch_size=BATCH,
                          solver_type="SGD", learning_rate=0.01, lr_policy="fixed", val_interval=0,
                          snapshot_interval=0, random_seed=0, extra={"data_in_memory": in_memory})
+    reporter = TimingReporter()
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
-        summary = train(config, dataset, Path(out), NullReporter())
+        summary = train(config, dataset, Path(out), reporter)
         wall = time.perf_counter() - t
-    return {"images_per_second": summary["images_per_second"], "wall_s": wall,
-            "images": summary["iterations"] * BATCH}
+    seen = summary["iterations"] * BATCH
+    return {**step_stats(reporter.ticks, seen, seen / summary["images_per_second"]), "wall_s": wall}
 
 
 def case_plain(dataset: Any, network: str, images: int) -> dict[str, Any]:
@@ -196,7 +219,7 @@ def case_plain(dataset: Any, network: str, images: int) -> dict[str, Any]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     steps = -(-images // BATCH)
     perm = torch.randperm(len(y_all))
-    t = time.perf_counter()
+    ticks = [time.perf_counter()]
     for i in range(steps):
         idx = perm[(i * BATCH) % len(perm):][:BATCH]
         x = x_all[idx].permute(0, 3, 1, 2).float()                     # channels_last float
@@ -204,8 +227,8 @@ def case_plain(dataset: Any, network: str, images: int) -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    seconds = time.perf_counter() - t
-    return {"images_per_second": steps * BATCH / seconds, "wall_s": seconds, "images": steps * BATCH}
+        ticks.append(time.perf_counter())
+    return step_stats(ticks, steps * BATCH, ticks[-1] - ticks[0])
 
 
 def case_accuracy(dataset: Any, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -223,6 +246,17 @@ def case_accuracy(dataset: Any, recipe: dict[str, Any]) -> dict[str, Any]:
             "images_per_second": summary["images_per_second"], "val_curve": vals}
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM; ru_maxrss would include the parent's from before exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_case(args: argparse.Namespace) -> None:
     """Child process: run one case, print one JSON line with its own peak RSS."""
     register_variants()
@@ -234,7 +268,7 @@ def run_case(args: argparse.Namespace) -> None:
         profile_kiln(dataset, spec["network"])
         return
     result = {"kiln": case_kiln, "plain": case_plain, "accuracy": case_accuracy}[kind](dataset, **spec)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result), flush=True)
 
 

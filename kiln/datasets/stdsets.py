@@ -14,8 +14,9 @@ import importlib.util
 import json
 import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -26,6 +27,7 @@ FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DONE = ".kiln-complete.json"
 CHUNK = 1000
+IN_PROCESS_BELOW = 5000  # images; a process pool is not worth starting for fewer
 
 Progress = Callable[[int, int], None]
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (images N x 28 x 28, labels N)
@@ -84,6 +86,15 @@ def _write_pngs(task: tuple[str, list[str], np.ndarray]) -> int:
     return len(names)
 
 
+def _run(tasks: list, parallel: bool) -> Iterator[int]:
+    if not parallel:
+        yield from map(_write_pngs, tasks)
+        return
+    # ProcessPoolExecutor: a worker that dies raises BrokenProcessPool instead of hanging.
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        yield from pool.map(_write_pngs, tasks)
+
+
 def _is_complete(dest: Path, expect: dict) -> bool:
     try:
         return json.loads((dest / DONE).read_text()) == expect
@@ -109,11 +120,10 @@ def _write(dest: Path, arrays: Arrays, labels: list[str], progress: Progress | N
         lists[split] = "".join(f"{dest.resolve() / split / n} {int(t)}\n" for n, t in zip(names, targets))
         tasks += [(str(dest / split), names[i:i + CHUNK], images[i:i + CHUNK]) for i in range(0, len(names), CHUNK)]
     total, done = sum(counts.values()), 0
-    with multiprocessing.get_context("forkserver").Pool(2) as pool:
-        for n in pool.imap_unordered(_write_pngs, tasks):
-            done += n
-            if progress is not None:
-                progress(done, total)
+    for n in _run(tasks, parallel=total > IN_PROCESS_BELOW):
+        done += n
+        if progress is not None:
+            progress(done, total)
     (dest / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
     for split, text in lists.items():
         (dest / f"{split}.txt").write_text(text)

@@ -67,6 +67,7 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter,
     from kiln.training.solvers import make_optimizer
 
     started = time.perf_counter()
+    check_config(config)
     dist = Dist.start()
     out_dir = Path(out_dir)
     report: Reporter = reporter if dist.main else NullReporter()   # other ranks stay quiet
@@ -123,17 +124,19 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter,
     if config.early_stopping != "none" and not has_val:
         report.log("Early stopping needs validation (a val split and val_interval > 0); it is off.")
 
+    def meta(epoch: float) -> dict[str, Any]:
+        return checkpoint.snapshot_meta(
+            network=config.network, num_classes=len(labels), in_channels=pre.channels, height=in_h,
+            width=in_w, labels=labels, preprocess=pre.to_dict(), epoch=epoch, iteration=state.iteration,
+            metrics=state.latest(), config=config.to_dict())
+
     def write_snapshot(reason: str) -> None:
-        """Weights + json (+ best), then the resume state; rank 0 writes, every rank takes part."""
+        """Weights + json, then the resume state; rank 0 writes, every rank takes part."""
         rng = dist.gather_objects(get_rng_states(generator))
         if not dist.main:
             return
         epoch = state.epoch(plan)
-        meta = checkpoint.snapshot_meta(
-            network=config.network, num_classes=len(labels), in_channels=pre.channels, height=in_h,
-            width=in_w, labels=labels, preprocess=pre.to_dict(), epoch=epoch, iteration=state.iteration,
-            metrics=state.latest(), config=config.to_dict())
-        path = checkpoint.save_snapshot(out_dir, model, meta)
+        path = checkpoint.save_snapshot(out_dir, model, meta(epoch))
         state.snapshots.append(round(epoch, 3))
         checkpoint.save_resume(out_dir, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -144,20 +147,15 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter,
         report.snapshot(round(epoch, 3), str(path), state.latest())
 
     def validate() -> None:
-        """Loss, top-1 and top-5 accuracy on the val split; best snapshot and early stopping."""
+        """Loss, top-1 and top-5 accuracy on the val split; keeps the best weights if asked."""
         values = evaluate(model, val_feed, pre, val_batch, len(labels), device, amp_dtype, dist)
         epoch = state.epoch(plan)
         state.record(epoch, "val", values)
         report.metrics(round(epoch, 3), values, "val")
         report.log(f"Epoch {checkpoint.format_epoch(epoch)}: val loss {values['loss']:.4f}, "
                    f"accuracy {values['accuracy']:.2f} %")
-        if state.improved(values, config.early_stopping):
-            if config.keep_best and dist.main:
-                meta = checkpoint.snapshot_meta(
-                    network=config.network, num_classes=len(labels), in_channels=pre.channels, height=in_h,
-                    width=in_w, labels=labels, preprocess=pre.to_dict(), epoch=epoch,
-                    iteration=state.iteration, metrics=state.latest(), config=config.to_dict())
-                checkpoint.save_snapshot(out_dir, model, meta, stem="best")
+        if state.improved(values, config.early_stopping) and config.keep_best and dist.main:
+            checkpoint.save_snapshot(out_dir, model, meta(epoch), stem="best")
 
     # -- iterate ----------------------------------------------------------------------------------
     window = LossWindow(device)
@@ -216,6 +214,16 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter,
     return summary
 
 
+def check_config(config: TrainConfig) -> None:
+    """Settings the loop itself interprets (solvers, policies and augmentations check their own)."""
+    if config.early_stopping not in ("none", "val_loss", "val_accuracy"):
+        raise ValueError(f"early_stopping must be none, val_loss or val_accuracy, not {config.early_stopping!r}")
+    if config.early_stopping_patience < 1:
+        raise ValueError(f"early_stopping_patience must be at least 1, got {config.early_stopping_patience}")
+    if config.snapshot_interval < 0 or config.val_interval < 0:
+        raise ValueError("snapshot_interval and val_interval must not be negative (0 = final only / none)")
+
+
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                micro_batches: list[tuple[torch.Tensor, torch.Tensor]], pre: Preprocess, augment: Any,
                generator: torch.Generator, device: torch.device, amp_dtype: torch.dtype | None,
@@ -240,8 +248,12 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.a
             out = net(x)
             main, aux = (out[0], out[1:]) if isinstance(out, (tuple, list)) else (out, ())
             loss = F.cross_entropy(main.float(), y)
-            total_loss = loss + sum(w * F.cross_entropy(a.float(), y) for w, a in zip(aux_weights, aux))
-            scaler.scale(total_loss * (len(y) / total)).backward()
+            total_loss = loss
+            for weight, logits in zip(aux_weights, aux):        # GoogLeNet: loss1, loss2 at 0.3
+                total_loss = total_loss + weight * F.cross_entropy(logits.float(), y)
+            if len(micro_batches) > 1:
+                total_loss = total_loss * (len(y) / total)
+            scaler.scale(total_loss).backward()
         loss_sum += loss.detach() * len(y)
     scaler.step(optimizer)
     scaler.update()
@@ -439,10 +451,11 @@ class Feeder:
 
     def __init__(self, images: Any, targets: np.ndarray, in_memory: bool | None = None) -> None:
         self.targets = torch.from_numpy(np.asarray(targets, dtype=np.int64))
-        nbytes = len(images) * int(np.prod(images.shape[1:]))
-        self.nbytes = nbytes
-        self.in_memory = fits_in_ram(nbytes) if in_memory is None else bool(in_memory)
-        self.images = torch.from_numpy(read_all(images)) if self.in_memory else images
+        # a memmap's shape is (N, H, W, C); kiln.datasets' EncodedImages keeps (H, W, C) per image
+        item = tuple(images.shape[1:]) if isinstance(images, np.ndarray) else tuple(images.shape)
+        self.nbytes = len(images) * int(np.prod(item))
+        self.in_memory = fits_in_ram(self.nbytes) if in_memory is None else bool(in_memory)
+        self.images = torch.from_numpy(read_all(images, item)) if self.in_memory else images
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -477,11 +490,11 @@ def fits_in_ram(nbytes: int) -> bool:
         return nbytes <= 1 << 30
 
 
-def read_all(images: Any, chunk: int = 4096) -> np.ndarray:
+def read_all(images: Any, item: tuple[int, ...], chunk: int = 4096) -> np.ndarray:
     """The whole split as one uint8 array (a memmap is read once; encoded images decoded once)."""
     if isinstance(images, np.ndarray):
         return np.array(images, copy=True)
-    out = np.empty((len(images),) + tuple(images.shape), dtype=np.uint8)
+    out = np.empty((len(images),) + item, dtype=np.uint8)
     for start in range(0, len(images), chunk):
         out[start:start + chunk] = images[start:start + chunk]
     return out

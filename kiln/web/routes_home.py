@@ -68,3 +68,10 @@ def plotly_js() -> Response:
     path = files("plotly") / "package_data" / "plotly.min.js"
     return FileResponse(str(path), media_type="application/javascript",
                         headers={"Cache-Control": "max-age=86400"})
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    svg = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+           '<rect width="16" height="16" rx="3" fill="#c2410c"/><path d="M4 12V4h2v3l3-3h2.5L8 7.5 11.8 12H9.3L6.5 8.8V12z" fill="#fff"/></svg>')
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})

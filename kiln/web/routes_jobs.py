@@ -169,3 +169,10 @@ def files(path: str, settings: SettingsDep) -> Response:
     if root not in target.parents or not target.is_file():
         raise HTTPException(404, f"File {path} not found.")
     return FileResponse(target)
+
+
+@router.get("/jobs/{job_id}/log.json")
+def log_lines(job_id: str, store: StoreDep, limit: int = 200) -> dict[str, Any]:
+    """kiln: the last lines of a job's log (the job pages refresh it live)."""
+    job_or_404(store, job_id)
+    return {"lines": store.logs(job_id, min(max(limit, 1), 2000))}

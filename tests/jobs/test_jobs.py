@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import start_server, stop_server, write_class_folder
+from tests.conftest import start_server, stop_server, write_class_folder
 from kiln.config import Settings
 from kiln.datasets.spec import DatasetSpec
 from kiln.jobs.scheduler import Scheduler

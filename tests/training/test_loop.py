@@ -212,3 +212,15 @@ def test_data_read_from_disk_trains_like_data_in_memory(tiny, tmp_path):
               tmp_path / name, NullReporter())
     wa, wb = (load_file(tmp_path / n / "snapshot_1.safetensors") for n in ("ram", "disk"))
     assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+
+
+def test_png_storage_trains_like_raw_storage(tiny, tmp_path):
+    from tests.training.conftest import make_dataset
+    png = make_dataset(tmp_path / "png", encoding="png")      # same images, same split, stored as PNG
+    assert png.manifest["splits"]["train"]["storage"] == "png"
+    runs = {"raw": (tiny, True), "png-ram": (png, True), "png-disk": (png, False)}
+    for name, (dataset, in_memory) in runs.items():
+        train(config(train_epochs=1, val_interval=0, extra={"data_in_memory": in_memory}), dataset,
+              tmp_path / name, NullReporter())
+    weights = [load_file(tmp_path / n / "snapshot_1.safetensors") for n in runs]
+    assert all(np.array_equal(weights[0][k].numpy(), w[k].numpy()) for w in weights[1:] for k in weights[0])

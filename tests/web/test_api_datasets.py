@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, write_class_folder
+from tests.conftest import Server, write_class_folder
 
 
 @pytest.fixture(scope="module")

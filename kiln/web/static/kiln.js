@@ -162,9 +162,19 @@ kiln.refreshBody = async () => {
   }
 };
 
+kiln.refreshLog = async (jobId) => {
+  const pre = document.getElementById("job-log");
+  if (!pre) return;
+  const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  pre.textContent = (await (await fetch(`/jobs/${jobId}/log.json`)).json()).lines.join("\n");
+  if (stick) pre.scrollTop = pre.scrollHeight;
+};
+
 kiln.jobPage = (jobId, extra) => {
   let lastStatus = document.getElementById("job-status").textContent.trim();
+  const log = kiln.throttle(() => kiln.refreshLog(jobId), 1500);
   kiln.listen(jobId, async (msg) => {
+    log();
     if (msg.update === "deleted") { location.href = "/"; return; }
     kiln.renderState(msg.state);
     if (msg.state.status !== lastStatus) {
@@ -182,7 +192,7 @@ kiln.distribution = (divId, labels, splits) => {
     if (s.errors_per_class && s.errors_per_class.some((v) => v > 0))
       traces.push({type: "bar", name: `${name} load errors`, x: labels, y: s.errors_per_class, marker: {color: "#b91c1c"}});
   }
-  Plotly.newPlot(divId, traces, {barmode: "group", margin: {t: 10, r: 10, b: 60, l: 50}, yaxis: {title: "images"}}, {responsive: true, displaylogo: false});
+  Plotly.newPlot(divId, traces, {barmode: "group", margin: {t: 10, r: 10, b: 60, l: 50}, yaxis: {title: {text: "images"}}}, {responsive: true, displaylogo: false});
 };
 
 // ---- model pages -----------------------------------------------------------------------------
@@ -202,7 +212,7 @@ kiln.lrPreview = async () => {
   div.innerHTML = "";
   const x = [...Array(101).keys()];
   Plotly.react(div, cols.map((c) => ({x, y: c.slice(1), name: c[0], mode: "lines"})),
-    {margin: {t: 10, r: 10, b: 35, l: 60}, xaxis: {title: "% of training"}, yaxis: {title: "learning rate"}},
+    {margin: {t: 10, r: 10, b: 35, l: 60}, xaxis: {title: {text: "% of training"}}, yaxis: {title: {text: "learning rate"}}},
     {displaylogo: false, responsive: true});
 };
 
@@ -225,12 +235,12 @@ kiln.drawCharts = async (jobId) => {
     traces.push({x: s.x, y: s.y, name, mode: s.x.length > 60 ? "lines" : "lines+markers", yaxis: isAcc ? "y2" : "y"});
   }
   Plotly.react("combined-chart", traces, {
-    margin: {t: 20, r: 60, b: 40, l: 60}, xaxis: {title: "epoch", range: [0, data.train_epochs]},
-    yaxis: {title: "loss"}, yaxis2: {title: "accuracy (%)", overlaying: "y", side: "right", range: [0, 100]},
+    margin: {t: 20, r: 60, b: 40, l: 60}, xaxis: {title: {text: "epoch"}, range: [0, data.train_epochs]},
+    yaxis: {title: {text: "loss"}}, yaxis2: {title: {text: "accuracy (%)"}, overlaying: "y", side: "right", range: [0, 102], tickmode: "auto", showgrid: false},
     legend: {orientation: "h", y: -0.2}}, {displaylogo: false, responsive: true});
   const lr = data.series.lr;
   Plotly.react("lr-chart", lr ? [{x: lr.x, y: lr.y, name: "learning rate", mode: "lines"}] : [], {
-    margin: {t: 10, r: 60, b: 40, l: 60}, xaxis: {title: "epoch", range: [0, data.train_epochs]}, yaxis: {title: "learning rate"}},
+    margin: {t: 10, r: 60, b: 40, l: 60}, xaxis: {title: {text: "epoch"}, range: [0, data.train_epochs]}, yaxis: {title: {text: "learning rate"}}},
     {displaylogo: false, responsive: true});
   const best = document.getElementById("best-epoch");
   if (best && data.best) best.textContent = `best: epoch ${data.best.epoch}, val accuracy ${data.best.accuracy.toFixed(2)}%`;
