@@ -61,7 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     app = create_app(settings)
     print(f"kiln is serving {settings.data_dir} at http://{settings.host}:{settings.port}/", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # live event streams never end by themselves: give them 3 s at shutdown, then close them
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=3)
     return 0
 
 
