@@ -50,6 +50,16 @@ def image_folder(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions on 2 busy cores run many times slower with two OpenMP threads."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Server:
     def __init__(self, url: str, data_dir: Path, proc: subprocess.Popen) -> None:
         self.url = url

@@ -1,7 +1,6 @@
 """Every registered network builds, runs forward and backward, and matches DIGITS' layer facts."""
 from __future__ import annotations
 
-from typing import Iterator
 
 import pytest
 import torch
@@ -14,13 +13,7 @@ from kiln.networks.registry import count_parameters, create_network, get_network
 SMALLEST = {"lenet": 13, "alexnet": 55, "googlenet": 79}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # tiny convolutions on 2 busy cores run many times slower with two OpenMP threads
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_standard_networks_are_registered_in_digits_order() -> None:

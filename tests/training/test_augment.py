@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import colorsys
 import math
-from typing import Iterator
 
 import pytest
 import torch
@@ -12,13 +11,7 @@ from kiln.training.augment import Augmenter, _hsv_to_rgb, _rgb_to_hsv
 from kiln.training.config import TrainConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # small tensors on 2 busy cores run many times slower with two OpenMP threads
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def augment(x: torch.Tensor, seed: int = 0, **fields: object) -> torch.Tensor:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Iterator
 
 import pytest
 import torch
@@ -15,13 +14,7 @@ from kiln.training.lr_policy import POLICIES, lr_at, make_scheduler, preview
 MAX_ITER = 704 * 30  # 21,120; scale = 211.2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # small tensors on 2 busy cores run many times slower with two OpenMP threads
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rates(config: TrainConfig, iterations: list[int], max_iter: int) -> list[float]:

@@ -1,7 +1,6 @@
 """Each DIGITS solver type becomes the right optimizer, with Caffe's settings, and learns."""
 from __future__ import annotations
 
-from typing import Iterator
 
 import pytest
 import torch
@@ -24,13 +23,7 @@ LEARNING_RATES = {"SGD": 0.05, "NESTEROV": 0.05, "ADAGRAD": 0.1, "RMSPROP": 0.01
                   "ADAM": 0.01, "ADAMW": 0.01}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # small tensors on 2 busy cores run many times slower with two OpenMP threads
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_model() -> nn.Module:
