@@ -102,7 +102,8 @@ class Preprocess:
         if isinstance(source, (bytes, bytearray)):
             source = io.BytesIO(source)
         arr = load_image(source, self.channels)
-        arr = resize_image(arr, self.height, self.width, self.resize_mode)
+        # fill / half_crop pad with noise: a fixed stream makes a prediction repeatable
+        arr = resize_image(arr, self.height, self.width, self.resize_mode, rng=np.random.default_rng(0))
         if arr.ndim == 2:
             arr = arr[:, :, None]
         return arr

