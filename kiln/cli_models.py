@@ -34,6 +34,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
         train.add_argument(flag, dest=field, **kwargs)
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="any other model form field, e.g. --set aug_flip=fliplr --set momentum=0.9")
+    train.add_argument("--recipe", action="store_true",
+                       help="start from kiln's measured recipe for the network (e.g. LeNet: Adam, cosine, 3 epochs)")
     train.add_argument("--username", default="cli")
     train.add_argument("--queue", action="store_true", help="only queue it for a running server")
     train.set_defaults(func=cmd_train)
@@ -54,7 +56,11 @@ def _find(store: Store, type_: str, key: str) -> dict[str, Any] | None:
 
 
 def form_from_args(args: argparse.Namespace, dataset_id: str) -> dict[str, Any]:
+    from kiln.jobs.model_form import RECIPES
+
     form: dict[str, Any] = {"dataset": dataset_id, "method": "standard"}
+    if args.recipe:
+        form.update(RECIPES.get(args.standard_networks, {}))
     for _, field, _ in TRAIN_OPTIONS:
         value = getattr(args, field)
         if value is not None:

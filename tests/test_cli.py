@@ -58,3 +58,13 @@ def test_serving_on_the_network_requires_data_roots(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "kiln", "--data-dir", str(tmp_path), "serve", "--host", "0.0.0.0"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 2 and "KILN_DATA_ROOTS" in out.stderr
+
+
+def test_recipe_fills_the_form_and_flags_still_win() -> None:
+    from kiln.cli import build_parser
+    from kiln.cli_models import form_from_args
+
+    args = build_parser().parse_args(["train", "--dataset", "d", "--name", "n", "--recipe", "--epochs", "5"])
+    form = form_from_args(args, "d")
+    assert (form["solver_type"], form["lr_policy"], form["batch_size"]) == ("ADAM", "cosine", "128")
+    assert form["train_epochs"] == "5"

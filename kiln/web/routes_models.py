@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
-from kiln.jobs.model_form import create_model_jobs
+from kiln.jobs.model_form import RECIPES, create_model_jobs
 from kiln.store import Store
 from kiln.training.config import TrainConfig
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
@@ -47,7 +47,7 @@ def new_model(request: Request, store: StoreDep, user: UserDep, clone: str | Non
 def _form_page(request: Request, store: Store, values: dict[str, Any], errors: dict[str, list[str]],
                status: int) -> Response:
     return request.app.state.templates.TemplateResponse(request, "model_new.html", {
-        "v": values, "errors": errors, "datasets": _datasets(store), "networks": _networks(),
+        "v": values, "errors": errors, "datasets": _datasets(store), "networks": _networks(), "recipes": RECIPES,
         "user": request.cookies.get("username")}, status_code=status)
 
 

@@ -301,3 +301,16 @@ kiln.classifyOne = async (event, jobId) => {
     `<li><span class="conf">${p.toFixed(2)}%</span> ${kiln.esc(l)}</li>`).join("")}</ul>`;
   return false;
 };
+
+kiln.useRecipe = (recipes) => {
+  const net = document.querySelector("input[name=standard_networks]:checked");
+  const recipe = net && recipes[net.value];
+  const note = document.getElementById("recipe-note");
+  if (!recipe) { note.textContent = "No recipe for this network yet: DIGITS' defaults stay."; return; }
+  for (const [name, value] of Object.entries(recipe)) {
+    const el = document.querySelector(`[name=${name}]`);
+    if (el) el.value = value;
+  }
+  note.textContent = `Filled in: ${Object.entries(recipe).map(([k, v]) => `${k}=${v}`).join(", ")}`;
+  kiln.lrPreview();
+};
