@@ -363,9 +363,9 @@ def render(rows: list[dict[str, Any]], peak: dict[str, float] | None, acc: list[
            command: str) -> str:
     lines = ["## Training", "",
              f"Command: `{command}` on {platform.machine()} with {os.cpu_count()} CPU cores, "
-             f"torch {torch.__version__}. Every number below comes from one run of that command; the "
-             "baselines were measured in the same run, each case in its own process, cases alternating, "
-             "best round kept (other load on a shared machine only slows a case down).", ""]
+             f"torch {torch.__version__}. Each table comes from one run (the throughput table's baselines "
+             "were measured in the same run, each case in its own process, cases alternating, best round "
+             "kept: other load on a shared machine only slows a case down).", ""]
     if rows and peak:
         lines += [f"Machine fp32 peak (same run): **{peak['peak']:.0f} GFLOP/s** "
                   f"(4096^3 matmul {peak['matmul']:.0f}, 1x1 conv {peak['conv1x1']:.0f}). "
@@ -399,7 +399,48 @@ def render(rows: list[dict[str, Any]], peak: dict[str, float] | None, acc: list[
             lines.append(f"| {text} | {r.get('random_seed')} | {curve} | **{a['test_accuracy']:.2f} %** | "
                          f"{a['wall_s']:.1f} s | {a['images_per_second']:.0f} |")
         lines.append("")
+    lines += NOTES
     return "\n".join(lines)
+
+
+# What the numbers mean; written from `--profile`, `--sweep` and the experiments they list.
+NOTES = [
+    "Notes:", "",
+    "- **kiln vs plain.** The loop feeds the network straight from the packed uint8 array (one fancy "
+    "index, one uint8->float conversion, channels_last); its own work per iteration (batch indexing, "
+    "mean subtraction, scheduler, loss bookkeeping, abort check) is 1-2 % of a LeNet step in the "
+    "profile. Two full runs of this bench gave kiln/plain = 1.02x and 0.96x for LeNet, 0.96x and 0.97x "
+    "for LeNet 75/100: parity within this machine's run-to-run noise (about 5 %), not a demonstrated "
+    "win. Data read from the memory map instead of RAM measured 0.87x and 1.00x; kiln holds a split "
+    "in RAM when it needs at most a quarter of the free memory (MNIST train: 47 MB).",
+    "- **Fraction of peak.** `python bench/bench_train.py --profile` (LeNet, batch 256): about 64 % of a "
+    "step is oneDNN convolution (backward 44 %, forward 20 %), 10 % max pooling, 8 % the two "
+    "fully-connected layers, 3-5 % tensor copies and zero fills inside those ops, 2-5 % the fused "
+    "optimizer. LeNet's 20- and 50-channel convolutions on 24x24 and 8x8 maps fill AVX-512's 16-float "
+    "vectors poorly and make tiny GEMMs, so they run at about a third of the matmul peak; the 75/100 "
+    "variant, with 6x the FLOPs per image, gets close to half of it. The > 50 % aim for LeNet is not "
+    "reached: what is left to win is in the convolution kernels, not in the loop. Tried and rejected on "
+    "this machine: oneDNN off (3x slower), NCHW instead of channels_last (0.85x), batch 512 (+5 %), "
+    "two single-thread torchrun processes (no gain: the gloo all-reduce eats it), torch.compile (loses "
+    "to eager channels_last, per the project's earlier measurements), fused optimizers are fastest "
+    "(SGD 0.7 ms, Adam 1.0 ms per LeNet step vs 1.1 / 4.3 ms for the per-parameter loop).",
+    "- **Shared machine.** When other processes compete for the two cores, OpenMP parallel regions "
+    "slow down by up to 3x; the best of several rounds is the closest estimate of the machine's own "
+    "speed, and a single run can be far slower.",
+    "- **Recommended MNIST recipe** (LeNet): batch 128, ADAM, learning rate 0.002, cosine policy, "
+    "3 epochs, mean image, validation and snapshot every epoch. Over seeds 1-5 it reached 99.35, "
+    "99.28, 99.28, 99.20 and 99.16 % test accuracy (mean 99.25 %). Its wall time depends on what else "
+    "runs on the two cores: 51-64 s in the table above, 60.4 s in another quiet run (54.5 s of "
+    "training at 3,300 images/s, 2.6 s of start-up, of which ~1.5 s is PyTorch importing its compiler "
+    "at the first optimizer, and 3 x 1.2 s of validation and snapshots), 72-105 s in runs while other "
+    "jobs shared the machine. So the <= 60 s target is met on a quiet machine most of the time (not "
+    "always: the margin is ~5 %), and >= 99.2 % by 4 seeds in 5. Candidates that lost in the sweep "
+    "(3 epochs, seed 1 unless noted): ADAM lr 0.001 99.24 %; batch 64 99.24 % and slower; batch 256 "
+    "(lr 0.002-0.003) 99.18-99.26 % over three seeds; NESTEROV lr 0.05 99.29 % but diverged with "
+    "seed 2; SGD lr 0.05 99.16 %; ADAMW decay 0.05 99.27 %; 4 epochs at batch 256 no better and over "
+    "the time budget.",
+    "",
+]
 
 
 def write_docs(section: str) -> Path:
@@ -441,12 +482,21 @@ def main() -> None:
         return
     register_variants()
     mnist_dataset(Path(args.work))                       # build the cache once, before timing
-    rows, peak = throughput(args) if args.only != "accuracy" else ([], None)
-    acc = accuracy(args) if args.only != "throughput" else []
-    command = "python bench/bench_train.py " + " ".join(sys.argv[1:])
-    section = render(rows, peak, acc, command.strip())
+    # a partial run (--only) keeps the other part's results from the last run, with its command
+    cache = Path(args.work) / "bench_train_results.json"
+    results = json.loads(cache.read_text()) if cache.exists() and args.only else {}
+    command = ("python bench/bench_train.py " + " ".join(sys.argv[1:])).strip()
+    if args.only != "accuracy":
+        rows, peak = throughput(args)
+        results["throughput"] = {"rows": rows, "peak": peak, "command": command}
+    if args.only != "throughput":
+        results["accuracy"] = {"rows": accuracy(args), "command": command}
+    cache.write_text(json.dumps(results, default=str))
+    tp, acc = results.get("throughput", {}), results.get("accuracy", {})
+    commands = sorted({part["command"] for part in (tp, acc) if part})
+    section = render(tp.get("rows", []), tp.get("peak"), acc.get("rows", []), "`, `".join(commands))
     print(section)
-    print(json.dumps({"throughput": rows, "peak": peak, "accuracy": acc}, default=str), file=sys.stderr)
+    print(json.dumps(results, default=str), file=sys.stderr)
     if args.write_docs:
         print(f"wrote {write_docs(section)}", file=sys.stderr)
 

@@ -236,11 +236,12 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.a
     """
     total = sum(len(y) for _, y in micro_batches)
     optimizer.zero_grad(set_to_none=True)
-    loss_sum = torch.zeros((), device=device)
+    losses = []
     for k, (images, targets) in enumerate(micro_batches):
         x = pre.to_float(images, device)
         x = pre.normalize(augment(x, generator), train=True, generator=generator)
         y = targets.to(device, non_blocking=True)
+        share = len(y) / total                                  # 1.0 without accumulation
         last = k == len(micro_batches) - 1
         # under DDP, all-reduce the gradients once per iteration, not once per micro-batch
         sync = contextlib.nullcontext() if last or dist.world == 1 else net.no_sync()
@@ -251,13 +252,13 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.a
             total_loss = loss
             for weight, logits in zip(aux_weights, aux):        # GoogLeNet: loss1, loss2 at 0.3
                 total_loss = total_loss + weight * F.cross_entropy(logits.float(), y)
-            if len(micro_batches) > 1:
-                total_loss = total_loss * (len(y) / total)
+            if share != 1.0:
+                total_loss = total_loss * share
             scaler.scale(total_loss).backward()
-        loss_sum += loss.detach() * len(y)
+        losses.append(loss.detach() * share if share != 1.0 else loss.detach())
     scaler.step(optimizer)
     scaler.update()
-    return loss_sum / total
+    return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
 
 
 @torch.no_grad()
