@@ -35,6 +35,10 @@ DATASET_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
+PATH_FIELDS = ("folder_train", "folder_val", "folder_test", "textfile_train_images", "textfile_val_images",
+               "textfile_test_images", "textfile_labels_file", "textfile_train_folder")
+
+
 def add_job_commands(sub: argparse._SubParsersAction) -> None:
     ds = sub.add_parser("dataset", help="dataset jobs").add_subparsers(dest="action", required=True)
     create = ds.add_parser("create", help="create an image classification dataset (a job the web UI shows)")
@@ -57,6 +61,9 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
     values = {field: getattr(args, field) for _, field, _ in DATASET_OPTIONS if getattr(args, field) is not None}
+    for field in PATH_FIELDS:  # the server and worker may not share this shell's working directory
+        if values.get(field):
+            values[field] = str(Path(values[field]).expanduser().resolve())
     if args.textfile_train_images:
         values["method"] = "textfile"
         values["textfile_use_val"] = bool(args.textfile_val_images)

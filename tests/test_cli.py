@@ -68,3 +68,11 @@ def test_recipe_fills_the_form_and_flags_still_win() -> None:
     form = form_from_args(args, "d")
     assert (form["solver_type"], form["lr_policy"], form["batch_size"]) == ("ADAM", "cosine", "128")
     assert form["train_epochs"] == "5"
+
+
+def test_relative_folder_is_resolved(tmp_path: Path) -> None:
+    write_class_folder(tmp_path / "imgs", {"a": 3, "b": 3})
+    out = subprocess.run([sys.executable, "-m", "kiln", "--data-dir", str(tmp_path / "data"), "dataset", "create",
+                          "--name", "rel", "--folder", "imgs", "--width", "8", "--height", "8"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr

@@ -48,7 +48,9 @@ async def save_uploads(form: Any, upload_dir: Path, spec: DatasetSpec) -> None:
 
 def validate(spec: DatasetSpec, settings: Settings) -> dict[str, list[str]]:
     from kiln.datasets.spec import validate_spec
-    return validate_spec(spec, settings.allowed_roots)
+    roots = settings.allowed_roots
+    # uploaded lists are saved in the job folder, which is always allowed
+    return validate_spec(spec, roots + [settings.jobs_dir.resolve()] if roots is not None else None)
 
 
 def create_dataset_job(store: Store, settings: Settings, spec: DatasetSpec, username: str,
