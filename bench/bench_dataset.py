@@ -34,6 +34,8 @@ from kiln.datasets.spec import DatasetSpec  # noqa: E402
 from kiln.datasets.stdsets import write_mnist  # noqa: E402
 from kiln.reporting import NullReporter  # noqa: E402
 
+from docs_section import replace_section  # bench/ is on sys.path when a bench runs
+
 
 class PeakRSS:
     """Samples, in a thread, the summed RSS of this process and all its descendants, and the CPU
@@ -193,18 +195,7 @@ def section(rounds: list[Round], small: tuple[float, int, PeakRSS], n: int, args
 
 
 def write_docs(text: str) -> Path:
-    """Replace (or add) the '## Dataset creation' section of docs/benchmarks.md, leaving the rest."""
-    path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = doc.find("\n## Dataset creation")
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        end = doc.find("\n## ", start + 1)
-        doc = doc[:start] + "\n" + text.rstrip("\n") + "\n" + (doc[end:] if end >= 0 else "")
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(doc)
-    return path
+    return replace_section("Dataset creation", text)
 
 
 def main() -> None:

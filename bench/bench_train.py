@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from docs_section import replace_section  # bench/ is on sys.path when a bench runs
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -444,19 +446,7 @@ NOTES = [
 
 
 def write_docs(section: str) -> Path:
-    """Replace (or add) the '## Training' section of docs/benchmarks.md, leaving other sections alone."""
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find("\n## Training")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    else:
-        end = text.find("\n## ", start + 1)
-        tail = text[end:] if end >= 0 else "\n"
-        text = text[:start] + "\n" + section.rstrip("\n") + "\n" + tail
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text)
-    return path
+    return replace_section("Training", section)
 
 
 def main() -> None:

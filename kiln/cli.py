@@ -131,6 +131,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_here(settings: Settings, store: Store, job_id: str, progress: Callable[[float, str], None],
+             on_metrics: Callable[..., None] | None = None) -> str:
+    """Run the job in this process; if a server's worker claimed it first, follow that one."""
+    from kiln.jobs.worker import run_job
+
+    status = run_job(settings, job_id, echo=progress, on_metrics=on_metrics)
+    return follow(store, job_id, progress) if status in ACTIVE else status
+
+
+def print_form_errors(errors: dict[str, list[str]]) -> int:
+    """Per-field messages, one line each, as the web form shows them; exit status 2."""
+    for field, messages in errors.items():
+        print(f"error: {field}: {' '.join(messages)}", file=sys.stderr)
+    return 2
+
+
 def follow(store: Store, job_id: str, progress: Callable[[float, str], None]) -> str:
     """Wait for a job run by someone else (the server's worker), mirroring its progress."""
     while True:

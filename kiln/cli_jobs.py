@@ -78,10 +78,9 @@ def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
 
 
 def cmd_dataset_create(args: argparse.Namespace) -> int:
-    from kiln.cli import bar, follow, settings_of
-    from kiln.jobs.worker import run_job
-    from kiln.web.forms import FormErrors
-    from kiln.web.routes_datasets import create_dataset_job
+    from kiln.cli import bar, print_form_errors, run_here, settings_of
+    from kiln.forms import FormErrors
+    from kiln.jobs.dataset_form import create_dataset_job
 
     settings = settings_of(args)
     spec = spec_from_args(args)
@@ -90,17 +89,12 @@ def cmd_dataset_create(args: argparse.Namespace) -> int:
         try:
             job_id = create_dataset_job(store, settings, spec, args.username)
         except FormErrors as exc:
-            for field, messages in exc.errors.items():
-                print(f"error: {field}: {' '.join(messages)}", file=sys.stderr)
-            return 2
+            return print_form_errors(exc.errors)
         print(f"dataset job {job_id} ({spec.dataset_name})", flush=True)
         if args.queue:
             return 0
         progress = bar(desc=spec.dataset_name)
-        status = run_job(settings, job_id, echo=progress)
-        if status in ("Running", "Initialized", "Waiting"):  # a server's worker claimed it first
-            status = follow(store, job_id, progress)
-        return _report_end(store, job_id, status)
+        return _report_end(store, job_id, run_here(settings, store, job_id, progress))
     finally:
         store.close()
 

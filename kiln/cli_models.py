@@ -74,10 +74,9 @@ def form_from_args(args: argparse.Namespace, dataset_id: str) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from kiln.cli import follow, settings_of
+    from kiln.cli import follow, print_form_errors, settings_of
     from kiln.jobs.model_form import create_model_jobs
-    from kiln.jobs.worker import run_job
-    from kiln.web.forms import FormErrors
+    from kiln.forms import FormErrors
 
     settings = settings_of(args)
     store = Store(settings.db_path)
@@ -87,9 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             ids = create_model_jobs(form_from_args(args, dataset["id"] if dataset else args.dataset),
                                     store, settings, args.username)
         except FormErrors as exc:
-            for field, messages in exc.errors.items():
-                print(f"error: {field}: {' '.join(messages)}", file=sys.stderr)
-            return 2
+            return print_form_errors(exc.errors)
         worst = 0
         for job_id in ids:
             job = store.get_job(job_id)
@@ -99,15 +96,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             if dataset and dataset["status"] != "Done":
                 print(f"waiting for dataset {dataset['id']} ({dataset['status']}) ...", flush=True)
                 follow(store, dataset["id"], lambda *_: None)
-            worst = max(worst, _train_one(settings, store, job_id, run_job, follow))
+            worst = max(worst, _train_one(settings, store, job_id))
         return worst
     finally:
         store.close()
 
 
-def _train_one(settings: Any, store: Store, job_id: str, run_job: Any, follow: Any) -> int:
+def _train_one(settings: Any, store: Store, job_id: str) -> int:
     from tqdm import tqdm
 
+    from kiln.cli import run_here
     from kiln.cli_jobs import _report_end
 
     epochs = float(store.get_job(job_id)["params"]["config"]["train_epochs"])
@@ -124,9 +122,7 @@ def _train_one(settings: Any, store: Store, job_id: str, run_job: Any, follow: A
                 shown[f"{phase} {k}"] = v
         t.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
 
-    status = run_job(settings, job_id, echo=progress, on_metrics=metrics)
-    if status in ("Running", "Initialized", "Waiting"):
-        status = follow(store, job_id, progress)
+    status = run_here(settings, store, job_id, progress, metrics)
     t.close()
     return _report_end(store, job_id, status)
 

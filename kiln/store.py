@@ -175,8 +175,7 @@ class Store:
 
     def delete_job(self, job_id: str) -> None:
         with self.db:
-            for table in ("jobs",):
-                self.db.execute(f"DELETE FROM {table} WHERE id=?", (job_id,))
+            self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
             for table in ("status_history", "metrics", "snapshots", "logs"):
                 self.db.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))
             self._changed(job_id, "deleted")

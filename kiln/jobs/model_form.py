@@ -10,7 +10,7 @@ from typing import Any
 from kiln.config import Settings
 from kiln.store import Store
 from kiln.training.config import TrainConfig
-from kiln.web.forms import FormErrors, coerce
+from kiln.forms import FormErrors, coerce
 
 LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid", "cosine")
 MEANS = ("none", "image", "pixel")

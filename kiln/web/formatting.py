@@ -28,9 +28,5 @@ def status_css(status: str) -> str:
     return STATUS_CSS.get(status, "default")
 
 
-def label_name(label: str) -> str:
-    return label
-
-
 FILTERS: dict[str, Any] = {"duration": duration, "timestamp": timestamp, "status_css": status_css}
 GLOBALS: dict[str, Any] = {"status_css": status_css}

@@ -2,65 +2,20 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from starlette.datastructures import UploadFile
 
-from kiln.config import Settings
 from kiln.datasets.spec import DatasetSpec
-from kiln.store import Store, new_job_id
+from kiln.store import new_job_id
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
-from kiln.web.forms import FormErrors, parse_into
+from kiln.forms import FormErrors
+from kiln.jobs.dataset_form import create_dataset_job, save_uploads, spec_from_form
 from kiln.web.routes_jobs import job_state
 from kiln.web.shapes import dataset_dict, read_manifest
 
 router = APIRouter(tags=["datasets"])
-UPLOADS = ("train", "val", "test")
-
-
-def spec_from_form(form: dict[str, Any], upload_dir: Path | None = None) -> DatasetSpec:
-    """A DatasetSpec from DIGITS' form fields (plus kiln's add_inverted); raises FormErrors."""
-    errors: dict[str, list[str]] = {}
-    values = parse_into(DatasetSpec, form, errors)
-    if form.get("textfile_use_local_files") and str(form["textfile_use_local_files"]).lower() in ("1", "true", "on"):
-        for key in ("train_images", "val_images", "test_images", "labels_file"):
-            local = form.get(f"textfile_local_{key}")
-            if local:
-                values[f"textfile_{key}"] = str(local)
-    if errors:
-        raise FormErrors(errors)
-    return DatasetSpec.from_dict(values)
-
-
-async def save_uploads(form: Any, upload_dir: Path, spec: DatasetSpec) -> None:
-    """Uploaded text lists are kept in the job folder; the spec then points at them."""
-    for key in ("train_images", "val_images", "test_images", "labels_file"):
-        item = form.get(f"textfile_{key}")
-        if isinstance(item, UploadFile) and item.filename:
-            upload_dir.mkdir(parents=True, exist_ok=True)
-            path = upload_dir / f"uploaded_{key}.txt"
-            path.write_bytes(await item.read())
-            setattr(spec, f"textfile_{key}", str(path))
-
-
-def validate(spec: DatasetSpec, settings: Settings) -> dict[str, list[str]]:
-    from kiln.datasets.spec import validate_spec
-    roots = settings.allowed_roots
-    # uploaded lists are saved in the job folder, which is always allowed
-    return validate_spec(spec, roots + [settings.jobs_dir.resolve()] if roots is not None else None)
-
-
-def create_dataset_job(store: Store, settings: Settings, spec: DatasetSpec, username: str,
-                       job_id: str | None = None) -> str:
-    """Validate and queue a dataset job; raises FormErrors with per-field messages."""
-    errors = validate(spec, settings)
-    if errors:
-        raise FormErrors(errors)
-    return store.create_job("dataset", spec.dataset_name, {"spec": spec.to_dict()}, username,
-                            group_name=spec.group_name, job_id=job_id)
 
 
 @router.get("/datasets/images/classification/new")

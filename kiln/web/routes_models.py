@@ -15,9 +15,9 @@ from kiln.jobs.model_form import RECIPES, create_model_jobs
 from kiln.store import Store
 from kiln.training.config import TrainConfig
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
-from kiln.web.forms import FormErrors
+from kiln.forms import FormErrors
 from kiln.web.routes_jobs import job_state
-from kiln.web.shapes import model_dict, read_manifest
+from kiln.web.shapes import model_dict
 
 router = APIRouter(tags=["models"])
 

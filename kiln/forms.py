@@ -1,4 +1,4 @@
-"""Turn DIGITS-style form fields into typed values, collecting per-field errors."""
+"""Turn DIGITS-style form fields into typed values, collecting per-field errors (web and CLI)."""
 from __future__ import annotations
 
 from dataclasses import fields
@@ -24,7 +24,10 @@ def coerce(name: str, raw: Any, hint: Any, errors: dict[str, list[str]]) -> Any:
         if hint_s.startswith("bool") or hint is bool:
             return text.lower() in TRUE
         if hint_s.startswith("int") or hint is int:
-            return int(float(text)) if float(text).is_integer() else _bad_int(text)
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError(text)
+            return int(number)
         if hint_s.startswith("float") or hint is float:
             return float(text)
     except ValueError:
@@ -32,10 +35,6 @@ def coerce(name: str, raw: Any, hint: Any, errors: dict[str, list[str]]) -> Any:
         errors.setdefault(name, []).append(f"Not a valid {kind}: {text!r}.")
         return None
     return text
-
-
-def _bad_int(text: str) -> int:
-    raise ValueError(text)
 
 
 def parse_into(cls: type, form: dict[str, Any], errors: dict[str, list[str]],
@@ -51,7 +50,3 @@ def parse_into(cls: type, form: dict[str, Any], errors: dict[str, list[str]],
             out[f.name] = value
     return out
 
-
-def checkbox_fields(cls: type) -> list[str]:
-    hints = get_type_hints(cls)
-    return [f.name for f in fields(cls) if hints[f.name] is bool]
