@@ -76,3 +76,19 @@ def test_relative_folder_is_resolved(tmp_path: Path) -> None:
                           "--name", "rel", "--folder", "imgs", "--width", "8", "--height", "8"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+
+
+def test_jobs_commands(tmp_path: Path) -> None:
+    folder = write_class_folder(tmp_path / "imgs", {"a": 3, "b": 3})
+    data = tmp_path / "data"
+    queued = kiln(data, "dataset", "create", "--name", "q", "--folder", str(folder), "--width", "8",
+                  "--height", "8", "--queue")
+    job_id = queued.stdout.split()[2]
+    assert '"status": "Initialized"' in kiln(data, "jobs", "show", job_id).stdout
+    aborted = kiln(data, "jobs", "abort", job_id)
+    assert aborted.returncode == 0 and aborted.stdout.strip() == "Job aborted."
+    assert kiln(data, "jobs", "resume", job_id).returncode == 0
+    assert kiln(data, "jobs", "resume", job_id).returncode == 1            # already queued again
+    assert kiln(data, "jobs", "delete", job_id).stdout.strip() == "Job deleted."
+    missing = kiln(data, "jobs", "show", job_id)
+    assert missing.returncode == 1 and "not found" in missing.stderr

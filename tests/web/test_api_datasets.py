@@ -160,3 +160,21 @@ def test_delete_and_abort(server: Server, folder: Path) -> None:
     assert server.client.get(f"/datasets/{job_id}.json").status_code == 404
     assert not (server.data_dir / "jobs" / job_id).exists()
     assert server.client.delete(f"/jobs/{job_id}").status_code == 404
+
+
+def test_group_abort_and_delete_many(server: Server, folder: Path) -> None:
+    ids = []
+    for name in ("m1", "m2"):
+        res = server.client.post("/datasets/images/classification.json", data={
+            "dataset_name": name, "folder_train": str(folder), "resize_width": "8", "resize_height": "8"})
+        ids.append(res.json()["id"])
+        server.wait_job(ids[-1])
+    form = {"job_ids[]": ids, "group_name": "batch"}
+    assert server.client.post("/group", data=form).text == "Jobs regrouped."
+    rows = [server.client.get(f"/jobs/{i}/table_data.json").json()["job"] for i in ids]
+    assert {r["group"] for r in rows} == {"batch"}
+    nothing_running = server.client.post("/abort_jobs", data={"job_ids[]": ids},
+                                         headers={"Accept": "application/json"})
+    assert nothing_running.status_code == 400 and "0 of 2" in nothing_running.json()["error"]["message"]
+    assert server.client.request("DELETE", "/jobs", data={"job_ids[]": ids}).text == "Jobs deleted."
+    assert all(server.client.get(f"/jobs/{i}/status").status_code == 404 for i in ids)
