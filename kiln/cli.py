@@ -119,7 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return 0
     store = Store(settings.db_path)
     try:
-        if any(j["name"] == "mnist" for j in store.list_jobs("dataset")):
+        if any(j.name == "mnist" for j in store.list_jobs("dataset")):
             return 0
         spec = DatasetSpec(dataset_name="mnist", resize_channels=1, resize_width=28, resize_height=28,
                            folder_train=str(dest / "train"), has_test_folder=True, folder_test=str(dest / "test"),
@@ -153,9 +153,9 @@ def follow(store: Store, job_id: str, progress: Callable[[float, str], None]) ->
         job = store.get_job(job_id)
         if job is None:
             return "missing"
-        progress(job["progress"], job["message"])
-        if job["status"] not in ACTIVE:
-            return job["status"]
+        progress(job.progress, job.message)
+        if job.status not in ACTIVE:
+            return job.status
         time.sleep(0.5)
 
 

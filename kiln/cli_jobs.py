@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.datasets.spec import DatasetSpec
-from kiln.store import Store
+from kiln.store import Job, Store
 
 DATASET_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     # (flag, DatasetSpec field, argparse kwargs)
@@ -102,10 +102,10 @@ def cmd_dataset_create(args: argparse.Namespace) -> int:
 def _report_end(store: Store, job_id: str, status: str) -> int:
     job = store.get_job(job_id)
     print(f"{job_id}: {status}", flush=True)
-    if job and job["error"]:
-        print(f"error: {job['error']}", file=sys.stderr)
-    if job and job["summary"]:
-        print(json.dumps(job["summary"], indent=1))
+    if job and job.error:
+        print(f"error: {job.error}", file=sys.stderr)
+    if job and job.summary:
+        print(json.dumps(job.summary, indent=1))
     return 0 if status == "Done" else 1
 
 
@@ -118,30 +118,30 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             for j in store.list_jobs():
-                print(f"{j['id']}  {j['type']:7}  {j['status']:11}  {j['progress'] * 100:5.1f}%  {j['name']}")
+                print(f"{j.id}  {j.type:7}  {j.status:11}  {j.progress * 100:5.1f}%  {j.name}")
             return 0
         job = store.get_job(args.job_id or "")
         if job is None:
             print(f"error: job {args.job_id!r} not found", file=sys.stderr)
             return 1
         if args.action == "show":
-            print(json.dumps({**job, "history": store.history(job["id"])}, indent=1, default=str))
+            print(json.dumps({**job.to_dict(), "history": store.history(job.id)}, indent=1, default=str))
         elif args.action == "abort":
-            ok = Scheduler(settings).abort(job["id"])
+            ok = Scheduler(settings).abort(job.id)
             print("Job aborted." if ok else "Job not aborted: it is not running.")
             return 0 if ok else 1
         elif args.action == "resume":
-            ok = store.set_status(job["id"], "Initialized", expect=("Aborted", "Interrupted", "Error"), note="resumed")
+            ok = store.set_status(job.id, "Initialized", expect=("Aborted", "Interrupted", "Error"), note="resumed")
             print("Job queued again; a running server (or `kiln jobs run`) picks it up." if ok
-                  else f"Job not resumed: it is {job['status']}.")
+                  else f"Job not resumed: it is {job.status}.")
             return 0 if ok else 1
         elif args.action == "delete":
             import shutil
-            if job["type"] == "dataset" and store.models_using(job["id"]):
+            if job.type == "dataset" and store.models_using(job.id):
                 print("error: models depend on this dataset; delete them first", file=sys.stderr)
                 return 1
-            store.delete_job(job["id"])
-            shutil.rmtree(settings.jobs_dir / job["id"], ignore_errors=True)
+            store.delete_job(job.id)
+            shutil.rmtree(settings.jobs_dir / job.id, ignore_errors=True)
             print("Job deleted.")
         return 0
     finally:

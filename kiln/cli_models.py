@@ -49,9 +49,9 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 def _find(store: Store, type_: str, key: str) -> dict[str, Any] | None:
     job = store.get_job(key)
-    if job and job["type"] == type_:
+    if job and job.type == type_:
         return job
-    named = [j for j in store.list_jobs(type_) if j["name"] == key]
+    named = [j for j in store.list_jobs(type_) if j.name == key]
     return named[0] if named else None
 
 
@@ -83,19 +83,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         dataset = _find(store, "dataset", args.dataset)
         try:
-            ids = create_model_jobs(form_from_args(args, dataset["id"] if dataset else args.dataset),
+            ids = create_model_jobs(form_from_args(args, dataset.id if dataset else args.dataset),
                                     store, settings, args.username)
         except FormErrors as exc:
             return print_form_errors(exc.errors)
         worst = 0
         for job_id in ids:
             job = store.get_job(job_id)
-            print(f"model job {job_id} ({job['name']})", flush=True)
+            print(f"model job {job_id} ({job.name})", flush=True)
             if args.queue:
                 continue
-            if dataset and dataset["status"] != "Done":
-                print(f"waiting for dataset {dataset['id']} ({dataset['status']}) ...", flush=True)
-                follow(store, dataset["id"], lambda *_: None)
+            if dataset and dataset.status != "Done":
+                print(f"waiting for dataset {dataset.id} ({dataset.status}) ...", flush=True)
+                follow(store, dataset.id, lambda *_: None)
             worst = max(worst, _train_one(settings, store, job_id))
         return worst
     finally:
@@ -108,7 +108,7 @@ def _train_one(settings: Any, store: Store, job_id: str) -> int:
     from kiln.cli import run_here
     from kiln.cli_jobs import _report_end
 
-    epochs = float(store.get_job(job_id)["params"]["config"]["train_epochs"])
+    epochs = float(store.get_job(job_id).params["config"]["train_epochs"])
     t = tqdm(total=epochs, unit="epoch", bar_format="{l_bar}{bar}| {n:.2f}/{total:g} epochs [{elapsed}<{remaining}{postfix}]")
     shown: dict[str, float] = {}
 
@@ -141,7 +141,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         print(f"error: no model job {args.model!r}", file=sys.stderr)
         return 1
     try:
-        predictor = Predictor.from_job_dir(settings.jobs_dir / job["id"], epoch=args.epoch)
+        predictor = Predictor.from_job_dir(settings.jobs_dir / job.id, epoch=args.epoch)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ import json
 import secrets
 import sqlite3
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -59,6 +60,48 @@ CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, kind TEXT NOT NULL, ts REAL NOT NULL
 );
 """
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of `jobs`, typed: what every part of kiln reads about a job."""
+
+    id: str
+    type: str                      # dataset | model
+    name: str
+    status: str
+    created: float
+    group_name: str = ""
+    notes: str = ""
+    username: str | None = None
+    started: float | None = None   # last time it went Running
+    run_seconds: float = 0.0       # time spent Running before `started`
+    finished: float | None = None
+    progress: float = 0.0
+    message: str = ""
+    error: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # the form / spec / config
+    dataset_id: str | None = None
+    pid: int | None = None
+    pid_started: float | None = None
+    abort_requested: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """Initialized, Waiting or Running: not finished yet."""
+        return self.status in ACTIVE
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Job":
+        data = dict(row)
+        data["params"] = json.loads(data["params"] or "{}")
+        data["summary"] = json.loads(data["summary"] or "{}")
+        data["abort_requested"] = bool(data["abort_requested"])
+        return cls(**data)
 
 
 def new_job_id() -> str:
@@ -181,21 +224,21 @@ class Store:
             self._changed(job_id, "deleted")
 
     # -- reads ----------------------------------------------------------------------------------
-    def get_job(self, job_id: str) -> dict[str, Any] | None:
+    def get_job(self, job_id: str) -> Job | None:
         row = self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return _job(row) if row else None
+        return Job.from_row(row) if row else None
 
-    def list_jobs(self, type_: str | None = None) -> list[dict[str, Any]]:
+    def list_jobs(self, type_: str | None = None) -> list[Job]:
         if type_:
             rows = self.db.execute("SELECT * FROM jobs WHERE type=? ORDER BY created DESC", (type_,))
         else:
             rows = self.db.execute("SELECT * FROM jobs ORDER BY created DESC")
-        return [_job(r) for r in rows]
+        return [Job.from_row(r) for r in rows]
 
-    def jobs_with_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]:
+    def jobs_with_status(self, statuses: Iterable[str]) -> list[Job]:
         st = tuple(statuses)
         q = f"SELECT * FROM jobs WHERE status IN ({','.join('?' * len(st))}) ORDER BY created"
-        return [_job(r) for r in self.db.execute(q, st)]
+        return [Job.from_row(r) for r in self.db.execute(q, st)]
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT status, ts, note FROM status_history WHERE job_id=? ORDER BY rowid",
@@ -215,9 +258,9 @@ class Store:
         rows = self.db.execute("SELECT line FROM logs WHERE job_id=? ORDER BY rowid DESC LIMIT ?", (job_id, limit))
         return [r["line"] for r in rows][::-1]
 
-    def models_using(self, dataset_id: str) -> list[dict[str, Any]]:
+    def models_using(self, dataset_id: str) -> list[Job]:
         rows = self.db.execute("SELECT * FROM jobs WHERE type='model' AND dataset_id=?", (dataset_id,))
-        return [_job(r) for r in rows]
+        return [Job.from_row(r) for r in rows]
 
     def last_change(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
@@ -227,23 +270,16 @@ class Store:
         return [dict(r) for r in rows]
 
 
-def _job(row: sqlite3.Row) -> dict[str, Any]:
-    job = dict(row)
-    job["params"] = json.loads(job["params"] or "{}")
-    job["summary"] = json.loads(job["summary"] or "{}")
-    return job
-
-
-def elapsed(job: dict[str, Any], now: float | None = None) -> float:
+def elapsed(job: Job, now: float | None = None) -> float:
     """Seconds spent running, including the current run."""
     now = now or time.time()
-    extra = now - job["started"] if job["status"] == "Running" and job["started"] else 0.0
-    return job["run_seconds"] + extra
+    extra = now - job.started if job.status == "Running" and job.started else 0.0
+    return job.run_seconds + extra
 
 
-def eta(job: dict[str, Any], now: float | None = None) -> float | None:
+def eta(job: Job, now: float | None = None) -> float | None:
     """DIGITS' estimate: (1 - p) * elapsed / p, over time since the job went Running."""
-    if job["status"] != "Running" or not job["started"] or job["progress"] <= 0:
+    if job.status != "Running" or not job.started or job.progress <= 0:
         return None
-    since = (now or time.time()) - job["started"]
-    return (1 - job["progress"]) * since / job["progress"]
+    since = (now or time.time()) - job.started
+    return (1 - job.progress) * since / job.progress

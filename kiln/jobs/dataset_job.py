@@ -6,12 +6,13 @@ from typing import Any
 
 from kiln.datasets.spec import DatasetSpec
 from kiln.reporting import Reporter
+from kiln.store import Job
 
 
-def run_dataset(job: dict[str, Any], job_dir: Path, reporter: Reporter) -> dict[str, Any]:
+def run_dataset(job: Job, job_dir: Path, reporter: Reporter) -> dict[str, Any]:
     from kiln.datasets.pack import build_dataset
 
-    spec = DatasetSpec.from_dict(job["params"]["spec"])
+    spec = DatasetSpec.from_dict(job.params["spec"])
     manifest = build_dataset(spec, job_dir, reporter)
     return {
         "labels": len(manifest["labels"]),

@@ -93,12 +93,12 @@ def _common(form: dict[str, Any], store: Store, errors: dict[str, list[str]]) ->
     dataset_id = str(form.get("dataset", "")).strip()
     dataset = store.get_job(dataset_id) if dataset_id else None
     spec = None
-    if dataset is None or dataset["type"] != "dataset":
+    if dataset is None or dataset.type != "dataset":
         errors.setdefault("dataset", []).append("Pick an existing dataset." if dataset_id else "This field is required.")
-    elif dataset["status"] in ("Error", "Aborted", "Interrupted"):
-        errors.setdefault("dataset", []).append(f"That dataset is {dataset['status']}; restart it or pick another.")
+    elif dataset.status in ("Error", "Aborted", "Interrupted"):
+        errors.setdefault("dataset", []).append(f"That dataset is {dataset.status}; restart it or pick another.")
     else:
-        spec = dataset["params"].get("spec", {})
+        spec = dataset.params.get("spec", {})
     return {"model_name": name, "group_name": str(form.get("group_name", "")).strip(),
             "dataset_id": dataset_id, "dataset_spec": spec}
 

@@ -9,17 +9,18 @@ from kiln.jobs.reporter import StoreReporter
 from kiln.jobs.worker import UserFacingError
 from kiln.reporting import Reporter
 from kiln.training.config import TrainConfig
+from kiln.store import Job
 
 
-def run_model(job: dict[str, Any], job_dir: Path, settings: Settings, reporter: Reporter) -> dict[str, Any]:
+def run_model(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -> dict[str, Any]:
     from kiln.datasets.reader import PackedDataset
     from kiln.training.loop import train
 
-    dataset_dir = settings.jobs_dir / (job["dataset_id"] or "")
+    dataset_dir = settings.jobs_dir / (job.dataset_id or "")
     if not (dataset_dir / "manifest.json").exists():
-        raise UserFacingError(f"Dataset {job['dataset_id']} is missing or not finished; "
+        raise UserFacingError(f"Dataset {job.dataset_id} is missing or not finished; "
                               "create it again and clone this model.")
-    config = TrainConfig.from_dict(job["params"]["config"])
+    config = TrainConfig.from_dict(job.params["config"])
     resume = (job_dir / "resume.pt").exists()
     if resume and isinstance(reporter, StoreReporter):
         # points logged after the last snapshot are redone by the resumed run: drop them so the
@@ -27,6 +28,6 @@ def run_model(job: dict[str, Any], job_dir: Path, settings: Settings, reporter: 
         from kiln.training.checkpoint import resume_epoch
         epoch = resume_epoch(job_dir)
         if epoch is not None:
-            reporter.store.clear_metrics_after(job["id"], epoch)
+            reporter.store.clear_metrics_after(job.id, epoch)
             reporter.log(f"Resuming from epoch {epoch:g}")
     return train(config, PackedDataset(dataset_dir), job_dir, reporter, resume=resume)

@@ -49,5 +49,5 @@ class StoreReporter:
         if now - self._last_poll >= 1.0:
             self._last_poll = now
             job = self.store.get_job(self.job_id)
-            self.stop_flag = job is None or bool(job["abort_requested"])
+            self.stop_flag = job is None or bool(job.abort_requested)
         return self.stop_flag

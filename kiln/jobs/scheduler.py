@@ -16,18 +16,18 @@ from typing import Any
 import psutil
 
 from kiln.config import Settings
-from kiln.store import ACTIVE, Store
+from kiln.store import ACTIVE, Job, Store
 
 KILL_AFTER_S = 3.0
 
 
-def worker_alive(job: dict[str, Any]) -> bool:
+def worker_alive(job: Job) -> bool:
     """True if the job's recorded worker process still exists (and is the same process)."""
-    if not job.get("pid"):
+    if not job.pid:
         return False
     try:
-        proc = psutil.Process(job["pid"])
-        same = job.get("pid_started") is None or abs(proc.create_time() - job["pid_started"]) < 1.0
+        proc = psutil.Process(job.pid)
+        same = job.pid_started is None or abs(proc.create_time() - job.pid_started) < 1.0
         return same and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
@@ -65,14 +65,14 @@ class Scheduler:
                     proc.kill()
                     proc.wait()
                 job = self.store.get_job(job_id)
-                if job and job["status"] in ACTIVE:
+                if job and job.status in ACTIVE:
                     self.store.set_status(job_id, "Interrupted", note="server stopped")
 
     def recover(self) -> None:
         """Jobs left Running by a worker that is gone become Interrupted."""
         for job in self.store.jobs_with_status(["Running"]):
             if not worker_alive(job):
-                self.store.set_status(job["id"], "Interrupted", note="worker gone at server start")
+                self.store.set_status(job.id, "Interrupted", note="worker gone at server start")
 
     # -- the loop -------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -90,43 +90,43 @@ class Scheduler:
             for job in self.store.jobs_with_status(["Initialized", "Waiting"]):
                 if slots <= 0:
                     break
-                if job["type"] == "model" and not self._dataset_ready(job):
+                if job.type == "model" and not self._dataset_ready(job):
                     continue
                 self._spawn(job)
                 slots -= 1
 
-    def _dataset_ready(self, job: dict[str, Any]) -> bool:
+    def _dataset_ready(self, job: Job) -> bool:
         """A model waits for its dataset; if the dataset failed, so does the model."""
-        ds = self.store.get_job(job["dataset_id"] or "")
+        ds = self.store.get_job(job.dataset_id or "")
         if ds is None:
-            self.store.set_status(job["id"], "Error", error="Its dataset was deleted. Pick another dataset and clone.")
+            self.store.set_status(job.id, "Error", error="Its dataset was deleted. Pick another dataset and clone.")
             return False
-        if ds["status"] == "Done":
+        if ds.status == "Done":
             return True
-        if ds["status"] in ("Error", "Aborted"):
-            self.store.set_status(job["id"], "Aborted", note=f"dataset {ds['status']}")
+        if ds.status in ("Error", "Aborted"):
+            self.store.set_status(job.id, "Aborted", note=f"dataset {ds.status}")
             return False
-        if job["status"] == "Initialized":
-            self.store.set_status(job["id"], "Waiting", note="waiting for its dataset")
+        if job.status == "Initialized":
+            self.store.set_status(job.id, "Waiting", note="waiting for its dataset")
         return False
 
-    def _spawn(self, job: dict[str, Any]) -> None:
-        job_dir = self.settings.jobs_dir / job["id"]
+    def _spawn(self, job: Job) -> None:
+        job_dir = self.settings.jobs_dir / job.id
         job_dir.mkdir(parents=True, exist_ok=True)
         log = open(job_dir / "worker.log", "ab")
-        cmd = [sys.executable, "-m", "kiln.jobs.worker", job["id"], "--data-dir", str(self.settings.data_dir)]
+        cmd = [sys.executable, "-m", "kiln.jobs.worker", job.id, "--data-dir", str(self.settings.data_dir)]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         proc.spawned_at = time.time()  # type: ignore[attr-defined]
-        self.procs[job["id"]] = proc
+        self.procs[job.id] = proc
         log.close()
         # the worker claims the job itself; wait briefly so the next tick does not start it twice
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            current = self.store.get_job(job["id"])
-            if current is None or current["status"] not in ("Initialized", "Waiting"):
+            current = self.store.get_job(job.id)
+            if current is None or current.status not in ("Initialized", "Waiting"):
                 return
-            if self.procs[job["id"]].poll() is not None:
+            if self.procs[job.id].poll() is not None:
                 break
             time.sleep(0.05)
 
@@ -136,13 +136,13 @@ class Scheduler:
                 continue
             del self.procs[job_id]
             job = self.store.get_job(job_id)
-            if job is None or job["status"] not in ACTIVE:
+            if job is None or job.status not in ACTIVE:
                 continue
-            ran_it = job["status"] == "Running" and job["pid"] == proc.pid
-            never_claimed = job["status"] != "Running" and self.store.history(job_id)[-1]["ts"] < proc.spawned_at
+            ran_it = job.status == "Running" and job.pid == proc.pid
+            never_claimed = job.status != "Running" and self.store.history(job_id)[-1]["ts"] < proc.spawned_at
             if not (ran_it or never_claimed):
                 continue  # the job was resumed since: another worker owns it now
-            if job["abort_requested"]:
+            if job.abort_requested:
                 self.store.set_status(job_id, "Aborted", note="worker stopped")
             else:
                 self.store.set_status(job_id, "Error", error=(
@@ -150,20 +150,20 @@ class Scheduler:
                     f"(see worker.log in the job folder). Resume or clone the job."))
         # workers started by someone else (the CLI, a previous server) that died
         for job in self.store.jobs_with_status(["Running"]):
-            if job["id"] not in self.procs and not worker_alive(job):
-                self.store.set_status(job["id"], "Interrupted", note="worker gone")
+            if job.id not in self.procs and not worker_alive(job):
+                self.store.set_status(job.id, "Interrupted", note="worker gone")
 
     # -- actions --------------------------------------------------------------------------------
     def abort(self, job_id: str) -> bool:
         """Ask the worker to stop (SIGTERM), then kill it if it does not within KILL_AFTER_S."""
         job = self.store.get_job(job_id)
-        if job is None or job["status"] not in ACTIVE:
+        if job is None or job.status not in ACTIVE:
             return False
         self.store.update_fields(job_id, abort_requested=1)
-        if job["status"] in ("Initialized", "Waiting"):
+        if job.status in ("Initialized", "Waiting"):
             return self.store.set_status(job_id, "Aborted", expect=("Initialized", "Waiting"),
                                          note="aborted before it started") or True
-        pid = job["pid"]
+        pid = job.pid
         if pid and worker_alive(job):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -172,7 +172,7 @@ class Scheduler:
             threading.Thread(target=self._kill_later, args=(job_id, job), daemon=True).start()
         return True
 
-    def _kill_later(self, job_id: str, job: dict[str, Any]) -> None:
+    def _kill_later(self, job_id: str, job: Job) -> None:
         deadline = time.monotonic() + KILL_AFTER_S
         while time.monotonic() < deadline:
             if not worker_alive(job):
@@ -180,14 +180,14 @@ class Scheduler:
             time.sleep(0.1)
         else:
             try:
-                os.kill(job["pid"], signal.SIGKILL)
+                os.kill(job.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         store = Store(self.settings.db_path)
         try:
             time.sleep(0.2)
             current = store.get_job(job_id)
-            if current and current["status"] == "Running" and current["pid"] == job["pid"] and not worker_alive(job):
+            if current and current.status == "Running" and current.pid == job.pid and not worker_alive(job):
                 store.set_status(job_id, "Aborted", note="worker killed after abort")
         finally:
             store.close()

@@ -19,7 +19,7 @@ import psutil
 from kiln.config import Settings
 from kiln.jobs.reporter import StoreReporter
 from kiln.reporting import Stopped
-from kiln.store import Store
+from kiln.store import Job, Store
 
 
 class UserFacingError(Exception):
@@ -34,7 +34,7 @@ def run_job(settings: Settings, job_id: str, echo: Callable[[float, str], None] 
     if not store.set_status(job_id, "Running", expect=("Initialized", "Waiting"), pid=os.getpid(),
                             pid_started=me.create_time()):
         job = store.get_job(job_id)
-        return job["status"] if job else "missing"
+        return job.status if job else "missing"
     reporter = StoreReporter(store, job_id, echo, on_metrics)
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(reporter, "stop_flag", True))
     try:
@@ -58,14 +58,14 @@ def run_job(settings: Settings, job_id: str, echo: Callable[[float, str], None] 
         store.close()
 
 
-def _dispatch(job: dict[str, Any], job_dir: Path, settings: Settings, reporter: StoreReporter) -> dict:
-    if job["type"] == "dataset":
+def _dispatch(job: Job, job_dir: Path, settings: Settings, reporter: StoreReporter) -> dict:
+    if job.type == "dataset":
         from kiln.jobs.dataset_job import run_dataset
         return run_dataset(job, job_dir, reporter)
-    if job["type"] == "model":
+    if job.type == "model":
         from kiln.jobs.model_job import run_model
         return run_model(job, job_dir, settings, reporter)
-    raise UserFacingError(f"Unknown job type {job['type']!r}.")
+    raise UserFacingError(f"Unknown job type {job.type!r}.")
 
 
 def _explain(exc: Exception) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 
 from kiln.config import Settings
-from kiln.store import Store
+from kiln.store import Job, Store
 
 USERNAME_RE = re.compile(r"^[a-z][a-z0-9.\-_]*$")
 _local = threading.local()
@@ -73,14 +73,14 @@ StoreDep = Annotated[Store, Depends(get_store)]
 UserDep = Annotated[str, Depends(require_user)]
 
 
-def job_or_404(store: Store, job_id: str, type_: str | None = None) -> dict[str, Any]:
+def job_or_404(store: Store, job_id: str, type_: str | None = None) -> Job:
     job = store.get_job(job_id)
-    if job is None or (type_ and job["type"] != type_):
+    if job is None or (type_ and job.type != type_):
         raise HTTPException(404, f"Job {job_id} not found.")
     return job
 
 
-def check_owner(job: dict[str, Any], user: str) -> None:
+def check_owner(job: Job, user: str) -> None:
     """Only the owner may change a job (DIGITS: a convenience, not security)."""
-    if job.get("username") and job["username"] != user:
-        raise HTTPException(403, f"Only {job['username']} may change this job.")
+    if job.username and job.username != user:
+        raise HTTPException(403, f"Only {job.username} may change this job.")

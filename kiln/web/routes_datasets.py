@@ -22,7 +22,7 @@ router = APIRouter(tags=["datasets"])
 def new_dataset(request: Request, store: StoreDep, user: UserDep, clone: str | None = None) -> Response:
     values = DatasetSpec().to_dict()
     if clone:
-        values.update(job_or_404(store, clone, "dataset")["params"].get("spec", {}))
+        values.update(job_or_404(store, clone, "dataset").params.get("spec", {}))
         values["dataset_name"] = f"Clone of {values.get('dataset_name', '')}"
     return _form_page(request, values, {}, 200)
 
@@ -56,7 +56,7 @@ async def create_dataset(request: Request, store: StoreDep, settings: SettingsDe
 def summary(request: Request, job_id: str, store: StoreDep, settings: SettingsDep) -> Response:
     job = job_or_404(store, job_id, "dataset")
     return request.app.state.templates.TemplateResponse(request, "dataset_summary.html", {
-        "job": job, "spec": job["params"].get("spec", {}), "manifest": read_manifest(settings.jobs_dir, job_id)})
+        "job": job, "spec": job.params.get("spec", {}), "manifest": read_manifest(settings.jobs_dir, job_id)})
 
 
 @router.get("/datasets/images/classification/explore")
@@ -110,6 +110,6 @@ def show_dataset(request: Request, job_id: str, store: StoreDep, settings: Setti
         return JSONResponse(dataset_dict(job, settings.jobs_dir, verbose=True))
     manifest = read_manifest(settings.jobs_dir, job_id)
     return request.app.state.templates.TemplateResponse(request, "dataset_show.html", {
-        "job": job, "spec": job["params"].get("spec", {}), "manifest": manifest,
+        "job": job, "spec": job.params.get("spec", {}), "manifest": manifest,
         "state": job_state(job, store), "models": store.models_using(job_id), "logs": store.logs(job_id, 30),
         "user": request.cookies.get("username"), "directory": settings.jobs_dir / job_id})

@@ -7,15 +7,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 import kiln
-from kiln.store import ACTIVE
+from kiln.store import ACTIVE, Job
 from kiln.web.deps import SettingsDep, StoreDep, wants_json
 from kiln.web.shapes import dataset_dict, model_dict, row
 
 router = APIRouter(tags=["home"])
 
 
-def _running_first(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(jobs, key=lambda j: (j["status"] not in ACTIVE, -j["created"]))
+def _running_first(jobs: list[Job]) -> list[Job]:
+    return sorted(jobs, key=lambda j: (j.status not in ACTIVE, -j.created))
 
 
 @router.get("/index.json")

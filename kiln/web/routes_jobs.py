@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from kiln.store import ACTIVE, Store, elapsed, eta
+from kiln.store import ACTIVE, Job, Store, elapsed, eta
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, check_owner, job_or_404
 from kiln.web.formatting import duration
 from kiln.web.shapes import TYPE_NAMES, row
@@ -18,22 +18,22 @@ PAGES = {"dataset": "/datasets/{}", "model": "/models/{}"}
 NEW_PAGES = {"dataset": "/datasets/images/classification/new", "model": "/models/images/classification/new"}
 
 
-def job_state(job: dict[str, Any], store: Store) -> dict[str, Any]:
+def job_state(job: Job, store: Store) -> dict[str, Any]:
     """Everything a job page shows about status, progress and timing."""
-    history = store.history(job["id"])
+    history = store.history(job.id)
     for i, h in enumerate(history):
         end = history[i + 1]["ts"] if i + 1 < len(history) else None
         h["seconds"] = (end - h["ts"]) if end else None
     remaining = eta(job)
-    return {"id": job["id"], "status": job["status"], "progress": job["progress"], "message": job["message"],
-            "error": job["error"], "elapsed": elapsed(job), "eta": remaining, "eta_text": duration(remaining),
-            "running": job["status"] in ACTIVE, "history": history, "name": job["name"]}
+    return {"id": job.id, "status": job.status, "progress": job.progress, "message": job.message,
+            "error": job.error, "elapsed": elapsed(job), "eta": remaining, "eta_text": duration(remaining),
+            "running": job.status in ACTIVE, "history": history, "name": job.name}
 
 
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str, store: StoreDep) -> Response:
     job = job_or_404(store, job_id)
-    return RedirectResponse(PAGES[job["type"]].format(job_id), status_code=302)
+    return RedirectResponse(PAGES[job.type].format(job_id), status_code=302)
 
 
 @router.get("/jobs/{job_id}/table_data.json")
@@ -64,7 +64,7 @@ async def edit_job(job_id: str, request: Request, store: StoreDep, user: UserDep
         updates["group_name"] = str(form["group_name"]).strip()
     if updates:
         store.update_fields(job_id, **updates)
-    kind = "Dataset" if job["type"] == "dataset" else "Model"
+    kind = "Dataset" if job.type == "dataset" else "Model"
     return PlainTextResponse(f"{kind} updated.")
 
 
@@ -74,14 +74,14 @@ for prefix in ("jobs", "datasets", "models"):
         job = store.get_job(job_id)
         if job is None:  # DIGITS answered 200 here; a missing job is a 404
             return JSONResponse({"error": "Job not found."}, status_code=404)
-        return JSONResponse({"status": job["status"], "type": TYPE_NAMES[job["type"]], "name": job["name"],
-                             "error": job["error"], "progress": job["progress"]})
+        return JSONResponse({"status": job.status, "type": TYPE_NAMES[job.type], "name": job.name,
+                             "error": job.error, "progress": job.progress})
 
     @router.post(f"/{prefix}/{{job_id}}/abort", name=f"{prefix}_abort")
     def abort(job_id: str, request: Request, store: StoreDep, user: UserDep) -> Response:
         job = job_or_404(store, job_id)
         check_owner(job, user)
-        if job["status"] not in ACTIVE or not request.app.state.scheduler.abort(job_id):
+        if job.status not in ACTIVE or not request.app.state.scheduler.abort(job_id):
             raise HTTPException(403, "Job not aborted: it is not running.")
         return PlainTextResponse("Job aborted.")
 
@@ -91,7 +91,7 @@ for prefix in ("jobs", "datasets", "models"):
         job = job_or_404(store, job_id)
         check_owner(job, user)
         if not store.set_status(job_id, "Initialized", expect=("Aborted", "Interrupted", "Error"), note="resumed"):
-            raise HTTPException(403, f"Job not resumed: it is {job['status']}.")
+            raise HTTPException(403, f"Job not resumed: it is {job.status}.")
         return PlainTextResponse("Job resumed.")
 
     @router.delete(f"/{prefix}/{{job_id}}", name=f"{prefix}_delete")
@@ -100,18 +100,18 @@ for prefix in ("jobs", "datasets", "models"):
         return PlainTextResponse("Job deleted.")
 
 
-def delete_job(request: Request, store: Store, jobs_dir: Path, job: dict[str, Any], user: str) -> None:
+def delete_job(request: Request, store: Store, jobs_dir: Path, job: Job, user: str) -> None:
     check_owner(job, user)
-    if job["type"] == "dataset":
-        users = store.models_using(job["id"])
+    if job.type == "dataset":
+        users = store.models_using(job.id)
         if users:
-            names = ", ".join(f'"{m["name"]}"' for m in users)
-            raise HTTPException(403, f'Cannot delete "{job["name"]}" because {len(users)} model'
+            names = ", ".join(f'"{m.name}"' for m in users)
+            raise HTTPException(403, f'Cannot delete "{job.name}" because {len(users)} model'
                                      f'{"s" if len(users) > 1 else ""} depend on it: {names}')
-    if job["status"] in ACTIVE:
-        request.app.state.scheduler.abort(job["id"])
-    store.delete_job(job["id"])
-    shutil.rmtree(jobs_dir / job["id"], ignore_errors=True)
+    if job.status in ACTIVE:
+        request.app.state.scheduler.abort(job.id)
+    store.delete_job(job.id)
+    shutil.rmtree(jobs_dir / job.id, ignore_errors=True)
 
 
 @router.delete("/jobs")
@@ -134,7 +134,7 @@ async def abort_many(request: Request, store: StoreDep, user: UserDep) -> Respon
     done = 0
     for job_id in ids:
         job = store.get_job(str(job_id))
-        if job and (not job["username"] or job["username"] == user) and request.app.state.scheduler.abort(job["id"]):
+        if job and (not job.username or job.username == user) and request.app.state.scheduler.abort(job.id):
             done += 1
     if done != len(ids) or not ids:
         raise HTTPException(400, f"{done} of {len(ids)} jobs aborted.")
@@ -151,14 +151,14 @@ async def group(request: Request, store: StoreDep, user: UserDep) -> Response:
     for job_id in ids:
         job = job_or_404(store, str(job_id))
         check_owner(job, user)
-        store.update_fields(job["id"], group_name=name)
+        store.update_fields(job.id, group_name=name)
     return PlainTextResponse("Jobs regrouped.")
 
 
 @router.api_route("/clone/{job_id}", methods=["GET", "POST"])
 def clone(job_id: str, store: StoreDep, user: UserDep) -> Response:
     job = job_or_404(store, job_id)
-    return RedirectResponse(f"{NEW_PAGES[job['type']]}?clone={job_id}", status_code=302)
+    return RedirectResponse(f"{NEW_PAGES[job.type]}?clone={job_id}", status_code=302)
 
 
 @router.get("/files/{path:path}")

@@ -24,7 +24,7 @@ router = APIRouter(tags=["models"])
 
 # -- creating -------------------------------------------------------------------------------------
 def _datasets(store: Store) -> list[dict[str, Any]]:
-    return [d for d in store.list_jobs("dataset") if d["status"] not in ("Error", "Aborted")]
+    return [d for d in store.list_jobs("dataset") if d.status not in ("Error", "Aborted")]
 
 
 def _networks() -> list[Any]:
@@ -39,7 +39,7 @@ def new_model(request: Request, store: StoreDep, user: UserDep, clone: str | Non
                               "learning_rate": "0.01", "batch_size": "", "random_seed": "", "crop_size": "",
                               "weight_decay": "", "model_name": "", "group_name": "", "dataset": dataset or ""}
     if clone:
-        values.update(job_or_404(store, clone, "model")["params"].get("form", {}))
+        values.update(job_or_404(store, clone, "model").params.get("form", {}))
         values["model_name"] = f"Clone of {values.get('model_name', '')}"
     return _form_page(request, store, values, {}, 200)
 
@@ -110,17 +110,17 @@ def metrics_json(job_id: str, store: StoreDep) -> dict[str, Any]:
     job = job_or_404(store, job_id, "model")
     return {"series": series(store, job_id), "best": best_epoch(store, job_id),
             "snapshots": [s["epoch"] for s in store.snapshots(job_id) if s["info"].get("kind", "epoch") == "epoch"],
-            "train_epochs": job["params"]["config"].get("train_epochs")}
+            "train_epochs": job.params["config"].get("train_epochs")}
 
 
 @router.get("/models/{job_id}/hardware.json")
 def hardware(job_id: str, store: StoreDep) -> dict[str, Any]:
     """CPU % and RSS of the worker (and its GPU memory when it uses one)."""
     job = job_or_404(store, job_id, "model")
-    out: dict[str, Any] = {"pid": job["pid"], "running": job["status"] == "Running"}
-    if job["pid"] and job["status"] == "Running":
+    out: dict[str, Any] = {"pid": job.pid, "running": job.status == "Running"}
+    if job.pid and job.status == "Running":
         try:
-            proc = psutil.Process(job["pid"])
+            proc = psutil.Process(job.pid)
             out.update(cpu_percent=proc.cpu_percent(interval=0.2), rss=proc.memory_info().rss,
                        memory_percent=round(proc.memory_percent(), 2), threads=proc.num_threads())
         except psutil.Error:
@@ -153,9 +153,9 @@ def show_model(request: Request, job_id: str, store: StoreDep, settings: Setting
     job = job_or_404(store, job_id, "model")
     if wants_json(request):
         return JSONResponse(model_dict(job, store, settings.jobs_dir, verbose=True))
-    dataset = store.get_job(job["dataset_id"] or "")
+    dataset = store.get_job(job.dataset_id or "")
     return request.app.state.templates.TemplateResponse(request, "model_show.html", {
-        "job": job, "config": job["params"]["config"], "state": job_state(job, store), "dataset": dataset,
+        "job": job, "config": job.params["config"], "state": job_state(job, store), "dataset": dataset,
         "snapshots": [s for s in store.snapshots(job_id) if s["info"].get("kind", "epoch") == "epoch"],
         "best": best_epoch(store, job_id), "logs": store.logs(job_id, 40),
         "user": request.cookies.get("username"), "directory": settings.jobs_dir / job_id})

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import kiln
-from kiln.store import STATUS_CSS, Store, elapsed, eta
+from kiln.store import Job, STATUS_CSS, Store, elapsed, eta
 
 TYPE_NAMES = {"dataset": "Image Classification Dataset", "model": "Image Classification Model"}
 
@@ -17,15 +17,15 @@ def read_manifest(jobs_dir: Path, job_id: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def dataset_dict(job: dict[str, Any], jobs_dir: Path, verbose: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": job["id"], "name": job["name"], "status": job["status"]}
+def dataset_dict(job: Job, jobs_dir: Path, verbose: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": job.id, "name": job.name, "status": job.status}
     if not verbose:
         return out
-    spec = job["params"].get("spec", {})
-    manifest = read_manifest(jobs_dir, job["id"]) or {}
+    spec = job.params.get("spec", {})
+    manifest = read_manifest(jobs_dir, job.id) or {}
     splits = manifest.get("splits", {})
-    out.update(directory=str(jobs_dir / job["id"]), username=job["username"], error=job["error"],
-               progress=job["progress"], labels=manifest.get("labels", []))
+    out.update(directory=str(jobs_dir / job.id), username=job.username, error=job.error,
+               progress=job.progress, labels=manifest.get("labels", []))
     out["ParseFolderTasks"] = [{
         "name": "Parse Folder (train/val)",
         "label_count": len(manifest.get("labels", [])),
@@ -48,47 +48,47 @@ def dataset_dict(job: dict[str, Any], jobs_dir: Path, verbose: bool = False) -> 
     return out
 
 
-def model_dict(job: dict[str, Any], store: Store, jobs_dir: Path, verbose: bool = False) -> dict[str, Any]:
-    config = job["params"].get("config", {})
-    spec = job["params"].get("dataset_spec", {})
-    snaps = store.snapshots(job["id"])
+def model_dict(job: Job, store: Store, jobs_dir: Path, verbose: bool = False) -> dict[str, Any]:
+    config = job.params.get("config", {})
+    spec = job.params.get("dataset_spec", {})
+    snaps = store.snapshots(job.id)
     latest = snaps[-1] if snaps else None
     out: dict[str, Any] = {
-        "id": job["id"], "name": job["name"], "status": job["status"], "dataset_id": job["dataset_id"],
-        "job id": job["id"], "creation time": str(dt.datetime.fromtimestamp(job["created"])),
-        "username": job["username"],
+        "id": job.id, "name": job.name, "status": job.status, "dataset_id": job.dataset_id,
+        "job id": job.id, "creation time": str(dt.datetime.fromtimestamp(job.created)),
+        "username": job.username,
         "image dimensions": [spec.get("resize_height"), spec.get("resize_width"), spec.get("resize_channels")],
         "mean file": "mean.npy", "mean subtraction": config.get("use_mean"),
         "snapshot file": Path(latest["path"]).name if latest else "no snapshots",
         "framework": "pytorch", "network": config.get("network"), "model file": "snapshot JSON",
         "digits version": "6.1.1 (compatible)", "kiln version": kiln.__version__,
         "image resize mode": spec.get("resize_mode"), "labels file": "labels.txt",
-        "progress": job["progress"], "error": job["error"],
+        "progress": job.progress, "error": job.error,
     }
     if verbose:
-        out["directory"] = str(jobs_dir / job["id"])
+        out["directory"] = str(jobs_dir / job.id)
         out["snapshots"] = [s["epoch"] for s in snaps if s["info"].get("kind", "epoch") == "epoch"]
-        out["summary"] = job["summary"]
+        out["summary"] = job.summary
     return out
 
 
-def row(job: dict[str, Any], store: Store) -> dict[str, Any]:
+def row(job: Job, store: Store) -> dict[str, Any]:
     """A home-page table row, as /completed_jobs.json gives it."""
     r: dict[str, Any] = {
-        "id": job["id"], "name": job["name"], "group": job["group_name"], "status": job["status"],
-        "status_css": STATUS_CSS.get(job["status"], "default"), "submitted": job["created"],
-        "elapsed": round(elapsed(job), 1), "progress": int(round(job["progress"] * 100)),
-        "eta": eta(job), "type": job["type"], "username": job["username"], "message": job["message"],
-        "error": job["error"],
+        "id": job.id, "name": job.name, "group": job.group_name, "status": job.status,
+        "status_css": STATUS_CSS.get(job.status, "default"), "submitted": job.created,
+        "elapsed": round(elapsed(job), 1), "progress": int(round(job.progress * 100)),
+        "eta": eta(job), "type": job.type, "username": job.username, "message": job.message,
+        "error": job.error,
     }
-    if job["type"] == "dataset":
+    if job.type == "dataset":
         r["backend"] = "kiln"
-        r["refs"] = len(store.models_using(job["id"]))
+        r["refs"] = len(store.models_using(job.id))
     else:
         r["framework"] = "pytorch"
-        r["dataset_id"] = job["dataset_id"]
-        r["network"] = job["params"].get("config", {}).get("network")
-        r.update(_metric_columns(store, job["id"]))
+        r["dataset_id"] = job.dataset_id
+        r["network"] = job.params.get("config", {}).get("network")
+        r.update(_metric_columns(store, job.id))
     return r
 
 

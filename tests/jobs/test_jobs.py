@@ -26,7 +26,7 @@ def test_store_status_history_and_claim(tmp_path: Path) -> None:
     store.set_progress(job_id, 0.5, "half")
     store.set_status(job_id, "Done")
     job = store.get_job(job_id)
-    assert job["progress"] == 1.0 and job["finished"] and job["pid"] is None
+    assert job.progress == 1.0 and job.finished and job.pid is None
     assert [h["status"] for h in store.history(job_id)] == ["Initialized", "Running", "Done"]
 
 
@@ -59,15 +59,15 @@ def test_abort_running_worker(tmp_path: Path) -> None:
     sched = Scheduler(settings, poll_s=0.05)
     sched.tick()
     deadline = time.monotonic() + 30
-    while store.get_job(job_id)["progress"] < 0.05 and time.monotonic() < deadline:
+    while store.get_job(job_id).progress < 0.05 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert store.get_job(job_id)["status"] == "Running"
+    assert store.get_job(job_id).status == "Running"
     assert sched.abort(job_id)
     deadline = time.monotonic() + 30
-    while store.get_job(job_id)["status"] == "Running" and time.monotonic() < deadline:
+    while store.get_job(job_id).status == "Running" and time.monotonic() < deadline:
         time.sleep(0.1)
         sched.tick()
-    assert store.get_job(job_id)["status"] == "Aborted"
+    assert store.get_job(job_id).status == "Aborted"
     assert not (settings.jobs_dir / job_id / "manifest.json").exists()   # nothing half-made looks complete
 
 
