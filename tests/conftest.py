@@ -1,22 +1,40 @@
-"""Shared fixtures: generated image folders and a real kiln server over HTTP."""
+"""Shared fixtures: generated image folders, an in-process kiln, and real servers over HTTP.
+
+Three ways to talk to kiln, cheapest first:
+- `kiln` / `Kiln`: the app in this process through Starlette's TestClient, scheduler off. Jobs
+  run only when a test runs them (`kiln.run(job_id)`, in this process, like the CLI does). For
+  forms, errors, pages, JSON shapes, owners: everything that needs no worker process.
+- `Kiln(..., scheduler=True)` or `live_kiln`: the same with the scheduler on, so jobs run in
+  real worker processes (failures, crashes, limits, abort).
+- `start_server`: a real `kiln serve` process, for restarts (SIGTERM, start again) and live
+  events. Its output goes to a log file whose tail is added to the report of a failing test;
+  stopping it also kills any worker it left behind.
+Each test gets its own data directory: no test sees another test's jobs.
+"""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 # Busy 2-core machines: spinning OpenMP threads make small tensor work 10-25x slower in tests
 # (and in the servers and workers the tests start, which inherit this environment).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import httpx  # noqa: E402
-import numpy as np
-import pytest
-from PIL import Image
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+FINISHED = ("Done", "Error", "Aborted", "Interrupted")
 
 
 def _free_port() -> int:
@@ -60,53 +78,206 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+def wait_status(get: Callable[[], dict[str, Any]], what: str, timeout: float,
+                until: tuple[str, ...]) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = get()
+        if status.get("status") in until:
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"{what} still {status} after {timeout} s")
+
+
+# -- in process ---------------------------------------------------------------------------------
+class Kiln:
+    """kiln's app in this process over `data_dir`, a TestClient logged in as alice."""
+
+    def __init__(self, data_dir: Path, scheduler: bool = False, **settings: Any) -> None:
+        from fastapi.testclient import TestClient
+
+        from kiln.config import Settings
+        from kiln.web.app import create_app
+
+        self.data_dir = data_dir
+        self.settings = Settings.from_env(data_dir=data_dir, **settings)
+        self.app = create_app(self.settings, run_scheduler=scheduler)
+        self._TestClient = TestClient
+        self.client = self.as_user("alice")
+        self.client.__enter__()   # runs the app's lifespan: starts the scheduler when it is on
+        self._store: Any = None
+
+    def as_user(self, username: str | None) -> Any:
+        """Another client of the same app: `username`'s cookie, or none for None."""
+        return self._TestClient(self.app, follow_redirects=False,
+                                cookies={"username": username} if username else None)
+
+    @property
+    def store(self) -> Any:
+        from kiln.store import Store
+        if self._store is None:
+            self._store = Store(self.settings.db_path)
+        return self._store
+
+    def run(self, job_id: str) -> str:
+        """Run a queued job to its end in this process, as the CLI does; returns its status."""
+        from kiln.jobs.worker import run_job
+        return run_job(self.settings, job_id)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self.client.get(f"/jobs/{job_id}/status").json()
+
+    def wait_job(self, job_id: str, timeout: float = 120, until: tuple[str, ...] = FINISHED) -> dict[str, Any]:
+        return wait_status(lambda: self.status(job_id), f"job {job_id}", timeout, until)
+
+    def close(self) -> None:
+        if self.client is None:
+            return
+        self.client.__exit__(None, None, None)
+        self.client = None   # with the scheduler on: stops its workers
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+@pytest.fixture
+def kiln(tmp_path: Path) -> Iterator[Kiln]:
+    """The app in this process over a fresh data dir, no scheduler: nothing runs unless run."""
+    app = Kiln(tmp_path / "data")
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def live_kiln(tmp_path: Path) -> Iterator[Kiln]:
+    """The app in this process with its scheduler: jobs run in real worker processes."""
+    app = Kiln(tmp_path / "data", scheduler=True)
+    yield app
+    app.close()
+
+
+def copy_data_dir(src: Path, dst: Path) -> Path:
+    """A private copy of a data dir (SQLite through its backup API, then the job folders)."""
+    dst.mkdir(parents=True)
+    with sqlite3.connect(src / "kiln.db") as a, sqlite3.connect(dst / "kiln.db") as b:
+        a.backup(b)
+    a.close()
+    b.close()
+    shutil.copytree(src / "jobs", dst / "jobs")
+    return dst
+
+
+# -- real servers -------------------------------------------------------------------------------
+_servers: list["Server"] = []
+_test_started = [0.0]
+
+
 class Server:
-    def __init__(self, url: str, data_dir: Path, proc: subprocess.Popen) -> None:
+    def __init__(self, url: str, data_dir: Path, proc: subprocess.Popen, log: Path) -> None:
         self.url = url
         self.data_dir = data_dir
         self.proc = proc
+        self.log = log
+        self.stopped_at: float | None = None
         self.client = httpx.Client(base_url=url, timeout=30, cookies={"username": "alice"})
 
     def wait_job(self, job_id: str, timeout: float = 120, until: tuple[str, ...] = ("Done", "Error", "Aborted")) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = self.client.get(f"/jobs/{job_id}/status").json()
-            if status.get("status") in until:
-                return status
-            time.sleep(0.2)
-        raise AssertionError(f"job {job_id} still {status} after {timeout} s")
+        return wait_status(lambda: self.client.get(f"/jobs/{job_id}/status").json(), f"job {job_id}", timeout, until)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no log: {exc})"
 
 
 def start_server(data_dir: Path, env: dict[str, str] | None = None) -> Server:
+    """`kiln serve` on a free port, output to a log file beside the data dir, in its own session."""
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kiln", "--data-dir", str(data_dir), "serve", "--port", str(port)],
-        env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir.parent / f"{data_dir.name}-server-{port}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kiln", "--data-dir", str(data_dir), "serve", "--port", str(port)],
+            env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", data_dir, proc, log)
+    _servers.append(server)
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"kiln serve exited: {proc.stdout.read()}")
+            stop_server(server)
+            raise RuntimeError(f"kiln serve exited with {proc.returncode}:\n{server.log_tail()}")
         try:
-            if httpx.get(f"{url}/index.json", timeout=2).status_code == 200:
-                return Server(url, data_dir, proc)
+            if httpx.get(f"{server.url}/index.json", timeout=2).status_code == 200:
+                return server
         except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("kiln serve did not answer /index.json within 60 s")
+            pass
+        time.sleep(0.1)
+    stop_server(server)
+    raise RuntimeError(f"kiln serve did not answer /index.json within 90 s:\n{server.log_tail()}")
 
 
 def stop_server(server: Server) -> None:
+    """SIGTERM (a graceful shutdown: running jobs become Interrupted), then make sure that the
+    server, its process group and every worker it started are gone."""
+    if server.stopped_at is not None:
+        return
     server.client.close()
+    try:
+        workers = psutil.Process(server.proc.pid).children(recursive=True)
+    except psutil.Error:
+        workers = []
     server.proc.terminate()
     try:
         server.proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        server.proc.kill()
+        pass
+    try:
+        os.killpg(server.proc.pid, signal.SIGKILL)   # the server and anything left in its session
+    except (ProcessLookupError, PermissionError):
+        pass
+    server.proc.wait()
+    for worker in workers:   # workers run in sessions of their own
+        try:
+            worker.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(workers, timeout=5)
+    server.stopped_at = time.monotonic()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("kiln-data"))
-    yield srv
-    stop_server(srv)
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start real servers (`serve(data_dir, env=...)`); all are stopped after the test."""
+    started: list[Server] = []
+
+    def start(data_dir: Path | None = None, env: dict[str, str] | None = None) -> Server:
+        started.append(start_server(data_dir or tmp_path / "data", env))
+        return started[-1]
+
+    yield start
+    for server in started:
+        stop_server(server)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _test_started[0] = time.monotonic()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failing test's report ends with the log tail of every server it used."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for server in _servers:
+        if server.stopped_at is None or server.stopped_at >= _test_started[0]:
+            report.sections.append((f"kiln serve log (last lines) {server.url}", server.log_tail()))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for server in _servers:
+        stop_server(server)
