@@ -36,7 +36,7 @@ class DatasetSpec:
     # method = textfile (server-side paths; uploads are saved into the job folder first)
     textfile_train_images: str = ""
     textfile_train_folder: str = ""
-    textfile_use_val: bool = False
+    textfile_use_val: bool = True     # DIGITS' default; when on, textfile_val_images is required
     textfile_val_images: str = ""
     textfile_val_folder: str = ""
     textfile_use_test: bool = False

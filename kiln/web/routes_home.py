@@ -50,12 +50,22 @@ def home(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
         return JSONResponse(index_json(store, settings))
     jobs = store.list_jobs()
     rows = [row(j, store) for j in jobs]
+    datasets = [r for r in rows if r["type"] == "dataset"]
+    models = [r for r in rows if r["type"] == "model"]
     return request.app.state.templates.TemplateResponse(request, "home.html", {
-        "user": request.cookies.get("username"),
-        "datasets": [r for r in rows if r["type"] == "dataset"],
-        "models": [r for r in rows if r["type"] == "model"],
-        "tab": request.query_params.get("tab", "2"),
+        "user": request.cookies.get("username"), "datasets": datasets, "models": models,
+        # DIGITS' tab numbers (1 datasets, 2 models); without one, open the tab that has something
+        "tab": request.query_params.get("tab") or ("2" if models else "1"),
+        "next_dataset": _next_dataset(datasets) if not models else None,
     })
+
+
+def _next_dataset(datasets: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The dataset a first model would train on: the newest finished one, else the newest one."""
+    done = [d for d in datasets if d["status"] == "Done"]
+    if done:
+        return done[0]
+    return datasets[0] if datasets else None
 
 
 @router.get("/vendor/plotly.min.js", include_in_schema=False)

@@ -64,7 +64,7 @@ def test_textfile_method(tmp_path: Path) -> None:
     (tmp_path / "labels.txt").write_text("a\nb\n")
     (tmp_path / "train.txt").write_text("x.png 0\n")
     spec = DatasetSpec(dataset_name="t", method="textfile", textfile_labels_file=str(tmp_path / "labels.txt"),
-                       textfile_train_images=str(tmp_path / "train.txt"))
+                       textfile_train_images=str(tmp_path / "train.txt"), textfile_use_val=False)
     assert validate_spec(spec, None) == {}
     spec.textfile_use_val = True
     spec.textfile_train_folder = str(tmp_path / "nowhere")

@@ -115,6 +115,8 @@ kiln.home = () => {
     kiln.renderTable("models-table", models, filter);
     document.getElementById("n-datasets").textContent = datasets.length;
     document.getElementById("n-models").textContent = models.length;
+    const next = document.getElementById("next-step");  // the first-run pointer goes once a model exists
+    if (next && models.length) next.hidden = true;
   };
   const refresh = kiln.throttle(load, 700);
   filterBox.addEventListener("input", load);
@@ -226,6 +228,14 @@ kiln.modelForm = () => {
   kiln.lrPreview();
 };
 
+// The accuracy axis spans the data with a little padding (a run between 97 and 99.5 % is not flat), within 0-100.
+kiln.accuracyRange = (traces) => {
+  const ys = traces.filter((t) => t.yaxis === "y2").flatMap((t) => t.y).filter((v) => v !== null && Number.isFinite(Number(v))).map(Number);
+  if (!ys.length) return [0, 100];
+  const lo = Math.min(...ys), hi = Math.max(...ys), pad = Math.max(1, (hi - lo) * 0.1);
+  return [Math.max(0, lo - pad), Math.min(100, hi + pad)];
+};
+
 kiln.drawCharts = async (jobId) => {
   const data = await (await fetch(`/models/${jobId}/metrics.json`)).json();
   const traces = [];
@@ -236,7 +246,7 @@ kiln.drawCharts = async (jobId) => {
   }
   Plotly.react("combined-chart", traces, {
     margin: {t: 20, r: 60, b: 40, l: 60}, xaxis: {title: {text: "epoch"}, range: [0, data.train_epochs]},
-    yaxis: {title: {text: "loss"}}, yaxis2: {title: {text: "accuracy (%)"}, overlaying: "y", side: "right", range: [0, 102], tickmode: "auto", showgrid: false},
+    yaxis: {title: {text: "loss"}}, yaxis2: {title: {text: "accuracy (%)"}, overlaying: "y", side: "right", range: kiln.accuracyRange(traces), tickmode: "auto", showgrid: false},
     legend: {orientation: "h", y: -0.2}}, {displaylogo: false, responsive: true});
   const lr = data.series.lr;
   Plotly.react("lr-chart", lr ? [{x: lr.x, y: lr.y, name: "learning rate", mode: "lines"}] : [], {
