@@ -1,8 +1,12 @@
 """Write one '## <heading>' section of docs/benchmarks.md, leaving the other sections as they are."""
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when run as a script
+
+from kiln.atomic import atomic_write_text  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -16,8 +20,4 @@ def replace_section(heading: str, section: str, path: Path = DOC) -> Path:
     else:
         end = doc.find("\n## ", start + 1)
         doc = doc[:start] + "\n" + section.rstrip("\n") + "\n" + (doc[end:] if end >= 0 else "")
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(doc)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, doc)

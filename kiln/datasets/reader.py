@@ -1,11 +1,12 @@
-"""Reading a packed dataset (see kiln.datasets.pack for the layout)."""
+"""Reading a packed dataset (its files and layout: kiln.datasets.packed_format)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kiln.datasets import packed_format as fmt
 from kiln.datasets.images import decode_image, encode_image
 
 
@@ -14,7 +15,7 @@ class EncodedImages:
 
     def __init__(self, blob: Path, offsets: np.ndarray, shape: tuple[int, int, int]) -> None:
         self.blob, self.offsets, self.shape = blob, offsets, shape
-        self._data: np.memmap | None = None
+        self._data: np.ndarray | None = None  # the blob's bytes, mapped on first use
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -24,7 +25,7 @@ class EncodedImages:
         return {**self.__dict__, "_data": None}
 
     def _bytes(self) -> np.ndarray:
-        if self._data is None:
+        if self._data is None:  # np.memmap refuses an empty file
             empty = self.blob.stat().st_size == 0
             self._data = np.zeros(0, np.uint8) if empty else np.memmap(self.blob, dtype=np.uint8, mode="r")
         return self._data
@@ -38,21 +39,22 @@ class EncodedImages:
         if isinstance(key, (int, np.integer)):
             return decode_image(self.encoded(int(key)), self.shape[2])
         index = np.arange(len(self))[key]
-        out = np.empty((len(index),) + self.shape, dtype=np.uint8)
+        out = np.empty((len(index),) + self.shape, dtype=fmt.PIXEL_DTYPE)
         for j, i in enumerate(index):
             out[j] = decode_image(self.encoded(int(i)), self.shape[2])
         return out
 
 
 class PackedDataset:
-    """A dataset built by kiln.datasets.pack.build_dataset; only complete ones (manifest.json) open."""
+    """A dataset built by kiln.datasets.pack.build_dataset; only complete ones (with a manifest) open."""
 
     def __init__(self, job_dir: str | Path) -> None:
         self.dir = Path(job_dir)
-        path = self.dir / "manifest.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.dir} holds no finished dataset (no manifest.json)")
-        self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        self.files = fmt.PackedFiles(self.dir)
+        manifest = fmt.read_manifest(self.dir)
+        if manifest is None:
+            raise FileNotFoundError(f"{self.dir} holds no finished dataset (no {fmt.MANIFEST})")
+        self.manifest: dict[str, Any] = manifest
         self._encoded_cache: dict[str, EncodedImages] = {}
         self._line_cache: dict[str, list[str]] = {}
 
@@ -82,28 +84,25 @@ class PackedDataset:
         """Raw storage: a read-only np.memmap (N, H, W, C) uint8. Encoded: an EncodedImages."""
         info = self._split(split)
         if info["storage"] == "raw":
-            if info["count"] == 0:
-                return np.zeros((0,) + self.image_shape, dtype=np.uint8)
-            return np.memmap(self.dir / f"{split}.u8", dtype=np.uint8, mode="r",
-                             shape=(info["count"],) + self.image_shape)
+            return fmt.open_raw(self.dir, split, int(info["count"]), self.image_shape)
         return self._encoded(split)
 
     def _encoded(self, split: str) -> EncodedImages:
         if split not in self._encoded_cache:
-            offsets = np.load(self.dir / f"{split}.offsets.npy")
-            self._encoded_cache[split] = EncodedImages(self.dir / f"{split}.blob", offsets, self.image_shape)
+            offsets = np.load(self.files.offsets(split))
+            self._encoded_cache[split] = EncodedImages(self.files.blob(split), offsets, self.image_shape)
         return self._encoded_cache[split]
 
     def targets(self, split: str) -> np.ndarray:
         self._split(split)
-        return np.load(self.dir / f"{split}.labels.npy")
+        return fmt.read_split_array(self.dir, split, "labels")
 
     def inverted(self, split: str) -> np.ndarray:
         self._split(split)
-        return np.load(self.dir / f"{split}.inverted.npy")
+        return fmt.read_split_array(self.dir, split, "inverted")
 
     def mean_image(self) -> np.ndarray:
-        return np.load(self.dir / "mean.npy").astype(np.float32)
+        return fmt.read_mean(self.dir)
 
     def mean_pixel(self) -> np.ndarray:
         return np.asarray(self.manifest["mean_pixel"], dtype=np.float32)
@@ -123,12 +122,11 @@ class PackedDataset:
 
     def source_path(self, split: str, index: int) -> str:
         """The image file an entry was made from (inverted copies give their original's file)."""
-        line = int(np.load(self.dir / f"{split}.source.npy", mmap_mode="r")[index])
+        line = int(fmt.read_split_array(self.dir, split, "source", mmap=True)[index])
         return self._lines(split)[line]
 
     def _lines(self, split: str) -> list[str]:
         if split not in self._line_cache:
-            text = (self.dir / f"{split}.txt").read_text(encoding="utf-8")
-            self._line_cache[split] = [line.rsplit(" ", 1)[0] for line in text.splitlines()]
+            self._line_cache[split] = fmt.read_list_paths(self.dir, split)
         return self._line_cache[split]
 

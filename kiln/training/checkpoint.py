@@ -9,14 +9,12 @@ A training job's folder holds, per snapshot epoch E (formatted by `format_epoch`
 - ``resume.pt`` + ``resume.json``: the full training state at the latest snapshot (model,
   optimizer, scheduler, counters, RNG states, metric history), rewritten at every snapshot.
 
-Every write goes to a temporary name in the same folder, is flushed to disk, then renamed.
+Every write goes through kiln.atomic: a temporary name in the same folder, fsynced, renamed, folder fsynced.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,32 +24,22 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import kiln
+from kiln.atomic import atomic_path, atomic_write_json
 
 SNAPSHOT_RE = re.compile(r"^snapshot_(\d+(?:\.\d+)?)\.json$")
 FORMAT = "kiln-snapshot/1"
 
 
-# -- atomic writes ------------------------------------------------------------------------------
+# -- atomic writes (kiln.atomic) ----------------------------------------------------------------
 def _atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Call write(tmp_path), fsync it, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Call write(tmp_path); kiln.atomic fsyncs it and renames it over `path`."""
+    with atomic_path(path) as tmp:
+        write(str(tmp))
+    return Path(path)
 
 
 def write_json(path: Path, data: Any) -> Path:
-    return _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
+    return atomic_write_json(path, data, indent=1)
 
 
 def write_torch(path: Path, obj: Any) -> Path:

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kiln.datasets import pool
 from kiln.datasets.images import decode_image, encode_image, load_image, resize_image
-from kiln.datasets import pack
-from kiln.datasets.pack import _Workers, build_dataset
+from kiln.datasets.pack import build_dataset
+from kiln.datasets.pool import OrderedPool
 from kiln.datasets.reader import PackedDataset
 from kiln.datasets.sources import DatasetInputError
 from kiln.reporting import NullReporter, Stopped
@@ -136,7 +137,7 @@ def test_chunks_and_processes_give_the_same_dataset(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", ["fork", "forkserver"])
 def test_workers_stay_a_bounded_number_of_chunks_ahead(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pack, "start_method", lambda: method)
+    monkeypatch.setattr(pool, "start_method", lambda: method)
     pulled = []
 
     def tasks():
@@ -144,7 +145,7 @@ def test_workers_stay_a_bounded_number_of_chunks_ahead(method: str, monkeypatch:
             pulled.append(i)
             yield i, i
 
-    runner = _Workers(2, print)
+    runner = OrderedPool(2, print)
     assert runner.executor is not None and runner.executor._mp_context.get_start_method() == method
     try:
         results = runner.run(abs, tasks())
