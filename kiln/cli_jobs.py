@@ -1,4 +1,4 @@
-"""CLI commands that create or manage jobs; they share the web UI's store and job code."""
+"""`kiln dataset create` and `kiln jobs ...`: the web UI's jobs and job actions, from a terminal."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kiln.cli_common import bar, print_form_errors, refused, report_end, run_here, settings_of
+from kiln.config import Settings
 from kiln.datasets.spec import DatasetSpec
+from kiln.jobs import actions
+from kiln.jobs.errors import UserFacingError
 from kiln.store import Job, Store
 
 DATASET_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
@@ -50,13 +54,14 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--queue", action="store_true", help="only queue it for a running server; don't build here")
     create.set_defaults(func=cmd_dataset_create)
 
-    jobs = sub.add_parser("jobs", help="list, abort, resume or delete jobs")
-    jobs.add_argument("action", choices=["list", "abort", "resume", "delete", "show"])
+    jobs = sub.add_parser("jobs", help="list, show, abort, resume or delete jobs",
+                          description="abort and delete stop a running job and wait for its worker to exit; "
+                                      "resume runs the job here, as `kiln train` does, unless --queue")
+    jobs.add_argument("action", choices=["list", "show", "abort", "resume", "delete"])
     jobs.add_argument("job_id", nargs="?")
+    jobs.add_argument("--queue", action="store_true",
+                      help="resume: only queue it for a running `kiln serve`; don't run it here")
     jobs.set_defaults(func=cmd_jobs)
-
-    from kiln.cli_models import add_model_commands
-    add_model_commands(sub)
 
 
 def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
@@ -78,7 +83,6 @@ def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
 
 
 def cmd_dataset_create(args: argparse.Namespace) -> int:
-    from kiln.cli import bar, print_form_errors, run_here, settings_of
     from kiln.forms import FormErrors
     from kiln.jobs.dataset_form import create_dataset_job
 
@@ -94,25 +98,12 @@ def cmd_dataset_create(args: argparse.Namespace) -> int:
         if args.queue:
             return 0
         progress = bar(desc=spec.dataset_name)
-        return _report_end(store, job_id, run_here(settings, store, job_id, progress))
+        return report_end(store, job_id, run_here(settings, store, job_id, progress))
     finally:
         store.close()
 
 
-def _report_end(store: Store, job_id: str, status: str) -> int:
-    job = store.get_job(job_id)
-    print(f"{job_id}: {status}", flush=True)
-    if job and job.error:
-        print(f"error: {job.error}", file=sys.stderr)
-    if job and job.summary:
-        print(json.dumps(job.summary, indent=1))
-    return 0 if status == "Done" else 1
-
-
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from kiln.cli import settings_of
-    from kiln.jobs.scheduler import Scheduler
-
     settings = settings_of(args)
     store = Store(settings.db_path)
     try:
@@ -120,29 +111,36 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             for j in store.list_jobs():
                 print(f"{j.id}  {j.type:7}  {j.status:11}  {j.progress * 100:5.1f}%  {j.name}")
             return 0
-        job = store.get_job(args.job_id or "")
-        if job is None:
-            print(f"error: job {args.job_id!r} not found", file=sys.stderr)
-            return 1
+        job = actions.get_job(store, args.job_id or "")
         if args.action == "show":
             print(json.dumps({**job.to_dict(), "history": store.history(job.id)}, indent=1, default=str))
-        elif args.action == "abort":
-            ok = Scheduler(settings).abort(job.id)
-            print("Job aborted." if ok else "Job not aborted: it is not running.")
-            return 0 if ok else 1
-        elif args.action == "resume":
-            ok = store.set_status(job.id, "Initialized", expect=("Aborted", "Interrupted", "Error"), note="resumed")
-            print("Job queued again; a running server (or `kiln jobs run`) picks it up." if ok
-                  else f"Job not resumed: it is {job.status}.")
-            return 0 if ok else 1
-        elif args.action == "delete":
-            import shutil
-            if job.type == "dataset" and store.models_using(job.id):
-                print("error: models depend on this dataset; delete them first", file=sys.stderr)
-                return 1
-            store.delete_job(job.id)
-            shutil.rmtree(settings.jobs_dir / job.id, ignore_errors=True)
-            print("Job deleted.")
+            return 0
+        if args.action == "abort":
+            actions.abort(store, job.id, wait=True)  # this process ends next: see the worker out now
+            print("Job aborted.")
+            return 0
+        if args.action == "resume":
+            return _resume(settings, store, job, args.queue)
+        _delete(settings, store, job)
         return 0
+    except UserFacingError as exc:
+        return refused(exc)
     finally:
         store.close()
+
+
+def _resume(settings: Settings, store: Store, job: Job, queue: bool) -> int:
+    """Like `kiln train`: run it here (a model from its last snapshot), or only queue it."""
+    actions.resume(store, job.id)
+    if queue:
+        print(f"Job {job.id} queued again: a running `kiln serve` starts it.")
+        return 0
+    print(f"Job {job.id} resumed ({job.name})", flush=True)
+    return report_end(store, job.id, run_here(settings, store, job.id, bar(desc=job.name)))
+
+
+def _delete(settings: Settings, store: Store, job: Job) -> None:
+    if job.active:
+        print(f"Job {job.id} is {job.status}: aborting it and waiting for its worker ...", file=sys.stderr, flush=True)
+    actions.delete(store, settings.jobs_dir, job.id)
+    print("Job deleted.")

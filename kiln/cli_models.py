@@ -74,7 +74,7 @@ def form_from_args(args: argparse.Namespace, dataset_id: str) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from kiln.cli import follow, print_form_errors, settings_of
+    from kiln.cli_common import follow, print_form_errors, settings_of
     from kiln.jobs.model_form import create_model_jobs
     from kiln.forms import FormErrors
 
@@ -105,8 +105,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_one(settings: Any, store: Store, job_id: str) -> int:
     from tqdm import tqdm
 
-    from kiln.cli import run_here
-    from kiln.cli_jobs import _report_end
+    from kiln.cli_common import run_here
+    from kiln.cli_common import report_end as _report_end
 
     epochs = float(store.get_job(job_id).params["config"]["train_epochs"])
     t = tqdm(total=epochs, unit="epoch", bar_format="{l_bar}{bar}| {n:.2f}/{total:g} epochs [{elapsed}<{remaining}{postfix}]")
@@ -128,7 +128,7 @@ def _train_one(settings: Any, store: Store, job_id: str) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from kiln.cli import settings_of
+    from kiln.cli_common import settings_of
     from kiln.inference.predictor import Predictor
 
     settings = settings_of(args)

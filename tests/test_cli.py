@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import start_server, stop_server, write_class_folder
 
 
@@ -87,8 +89,33 @@ def test_jobs_commands(tmp_path: Path) -> None:
     assert '"status": "Initialized"' in kiln(data, "jobs", "show", job_id).stdout
     aborted = kiln(data, "jobs", "abort", job_id)
     assert aborted.returncode == 0 and aborted.stdout.strip() == "Job aborted."
-    assert kiln(data, "jobs", "resume", job_id).returncode == 0
-    assert kiln(data, "jobs", "resume", job_id).returncode == 1            # already queued again
+    resumed = kiln(data, "jobs", "resume", job_id)                        # runs here, as `kiln train` does
+    assert resumed.returncode == 0 and f"{job_id}: Done" in resumed.stdout, resumed.stderr
+    again = kiln(data, "jobs", "resume", job_id)
+    assert again.returncode == 1 and "Job not resumed: it is Done." in again.stderr
     assert kiln(data, "jobs", "delete", job_id).stdout.strip() == "Job deleted."
     missing = kiln(data, "jobs", "show", job_id)
     assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_global_options_before_or_after_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from kiln.cli import build_parser, main
+
+    for argv in (["serve", "--data-dir", "D"], ["--data-dir", "D", "serve"]):
+        assert build_parser().parse_args(argv).data_dir == "D"
+    assert build_parser().parse_args(["serve"]).data_dir is None
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KILN_DATA_DIR", raising=False)
+    write_class_folder(tmp_path / "imgs", {"a": 3, "b": 3})
+    data = str(tmp_path / "d")
+    assert main(["dataset", "create", "--name", "ds", "--folder", "imgs", "--width", "8", "--height", "8",
+                 "--queue", "--data-dir", data]) == 0
+    assert main(["train", "--dataset", "ds", "--name", "after", "--queue", "--data-dir", data]) == 0
+    assert main(["--data-dir", data, "train", "--dataset", "ds", "--name", "before", "--queue"]) == 0
+    capsys.readouterr()
+    for argv in (["jobs", "list", "--data-dir", data], ["--data-dir", data, "jobs", "list"]):
+        assert main(argv) == 0
+        names = [line.split()[-1] for line in capsys.readouterr().out.splitlines()]
+        assert sorted(names) == ["after", "before", "ds"]
+    assert not (tmp_path / "kiln-data").exists()                     # nothing went to the default folder

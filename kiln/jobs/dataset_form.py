@@ -4,10 +4,9 @@ Shared by the web form, the JSON API and `kiln dataset create`.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from starlette.datastructures import UploadFile
 
 from kiln.config import Settings
 from kiln.datasets.spec import DatasetSpec, validate_spec
@@ -29,15 +28,18 @@ def spec_from_form(form: dict[str, Any]) -> DatasetSpec:
     return DatasetSpec.from_dict(values)
 
 
-async def save_uploads(form: Any, upload_dir: Path, spec: DatasetSpec) -> None:
-    """Uploaded text lists are kept in the job folder; the spec then points at them."""
-    for key in ("train_images", "val_images", "test_images", "labels_file"):
-        item = form.get(f"textfile_{key}")
-        if isinstance(item, UploadFile) and item.filename:
-            upload_dir.mkdir(parents=True, exist_ok=True)
-            path = upload_dir / f"uploaded_{key}.txt"
-            path.write_bytes(await item.read())
-            setattr(spec, f"textfile_{key}", str(path))
+UPLOAD_FIELDS = ("textfile_train_images", "textfile_val_images", "textfile_test_images", "textfile_labels_file")
+
+
+def save_uploads(uploads: Mapping[str, bytes], upload_dir: Path, spec: DatasetSpec) -> None:
+    """Uploaded text lists (UPLOAD_FIELDS -> content) are kept in the job folder; the spec then points at them."""
+    for field, content in uploads.items():
+        if field not in UPLOAD_FIELDS:
+            continue
+        upload_dir.mkdir(parents=True, exist_ok=True)
+        path = upload_dir / f"uploaded_{field.removeprefix('textfile_')}.txt"
+        path.write_bytes(content)
+        setattr(spec, field, str(path))
 
 
 def validate(spec: DatasetSpec, settings: Settings) -> dict[str, list[str]]:

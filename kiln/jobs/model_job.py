@@ -5,16 +5,24 @@ from pathlib import Path
 from typing import Any
 
 from kiln.config import Settings
-from kiln.jobs.reporter import StoreReporter
-from kiln.jobs.worker import UserFacingError
+from kiln.jobs.errors import UserFacingError
 from kiln.reporting import Reporter
-from kiln.training.config import TrainConfig
 from kiln.store import Job
+from kiln.training.config import TrainConfig
+
+
+def resume_point(job_dir: Path) -> float | None:
+    """The epoch the next run of this job continues from; None when it starts over."""
+    from kiln.training.checkpoint import resume_epoch
+
+    if not (job_dir / "resume.pt").exists():
+        return None
+    return resume_epoch(job_dir)
 
 
 def run_model(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -> dict[str, Any]:
     from kiln.datasets.reader import PackedDataset
-    from kiln.training.loop import train
+    from kiln.training.loop import TrainingDiverged, train
 
     dataset_dir = settings.jobs_dir / (job.dataset_id or "")
     if not (dataset_dir / "manifest.json").exists():
@@ -22,12 +30,10 @@ def run_model(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -
                               "create it again and clone this model.")
     config = TrainConfig.from_dict(job.params["config"])
     resume = (job_dir / "resume.pt").exists()
-    if resume and isinstance(reporter, StoreReporter):
-        # points logged after the last snapshot are redone by the resumed run: drop them so the
-        # charts continue where the snapshot left off, without doubles
-        from kiln.training.checkpoint import resume_epoch
-        epoch = resume_epoch(job_dir)
-        if epoch is not None:
-            reporter.store.clear_metrics_after(job.id, epoch)
-            reporter.log(f"Resuming from epoch {epoch:g}")
-    return train(config, PackedDataset(dataset_dir), job_dir, reporter, resume=resume)
+    start = resume_point(job_dir)
+    if start is not None:
+        reporter.log(f"Resuming from epoch {start:g}")
+    try:
+        return train(config, PackedDataset(dataset_dir), job_dir, reporter, resume=resume)
+    except TrainingDiverged as exc:  # its message names the epoch and the fix
+        raise UserFacingError(str(exc)) from exc

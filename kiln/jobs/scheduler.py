@@ -11,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -143,9 +144,9 @@ class Scheduler:
             if not (ran_it or never_claimed):
                 continue  # the job was resumed since: another worker owns it now
             if job.abort_requested:
-                self.store.set_status(job_id, "Aborted", note="worker stopped")
+                self.store.set_status(job_id, "Aborted", note="worker stopped", expect=ACTIVE)
             else:
-                self.store.set_status(job_id, "Error", error=(
+                self.store.set_status(job_id, "Error", expect=ACTIVE, error=(
                     f"The worker process exited with code {proc.returncode} before finishing "
                     f"(see worker.log in the job folder). Resume or clone the job."))
         # workers started by someone else (the CLI, a previous server) that died
@@ -154,40 +155,78 @@ class Scheduler:
                 self.store.set_status(job.id, "Interrupted", note="worker gone")
 
     # -- actions --------------------------------------------------------------------------------
-    def abort(self, job_id: str) -> bool:
-        """Ask the worker to stop (SIGTERM), then kill it if it does not within KILL_AFTER_S."""
-        job = self.store.get_job(job_id)
-        if job is None or job.status not in ACTIVE:
-            return False
-        self.store.update_fields(job_id, abort_requested=1)
-        if job.status in ("Initialized", "Waiting"):
-            return self.store.set_status(job_id, "Aborted", expect=("Initialized", "Waiting"),
-                                         note="aborted before it started") or True
-        pid = job.pid
-        if pid and worker_alive(job):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            threading.Thread(target=self._kill_later, args=(job_id, job), daemon=True).start()
-        return True
+    def abort(self, job_id: str, wait: bool = False) -> bool:
+        """See abort_job; the scheduler reaps its own workers as they exit."""
+        return abort_job(self.store, job_id, wait=wait)
 
-    def _kill_later(self, job_id: str, job: Job) -> None:
-        deadline = time.monotonic() + KILL_AFTER_S
-        while time.monotonic() < deadline:
-            if not worker_alive(job):
-                break
-            time.sleep(0.1)
-        else:
-            try:
-                os.kill(job.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        store = Store(self.settings.db_path)
+
+def abort_job(store: Store, job_id: str, wait: bool = False) -> bool:
+    """Stop a job; False if it is not active. One not started yet is Aborted at once; a running
+    worker gets SIGTERM (it stops at its next check and records Aborted), then SIGKILL if it is
+    still there after KILL_AFTER_S. With `wait`, return once the worker has stopped; otherwise a
+    thread sees it through (a web request answers at once)."""
+    job = store.get_job(job_id)
+    if job is None or not job.active:
+        return False
+    store.update_fields(job_id, abort_requested=1)  # also seen by a worker claiming it right now
+    if job.status != "Running" and store.set_status(job_id, "Aborted", expect=("Initialized", "Waiting"),
+                                                    note="aborted before it started"):
+        return True
+    job = store.get_job(job_id)  # a worker may have claimed it meanwhile
+    if job is None or job.status != "Running":
+        return True
+    _signal(job, signal.SIGTERM)
+    if wait:
+        _finish_abort(store, job)
+    else:
+        threading.Thread(target=_finish_abort_later, args=(store.path, job), daemon=True).start()
+    return True
+
+
+def wait_gone(job: Job, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the job's worker process to exit; True once it has."""
+    return _wait_until(lambda: not worker_alive(job), timeout)
+
+
+def _wait_until(done: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _signal(job: Job, sig: int) -> None:
+    if job.pid and worker_alive(job):  # never signal a recycled pid
         try:
-            time.sleep(0.2)
-            current = store.get_job(job_id)
-            if current and current.status == "Running" and current.pid == job.pid and not worker_alive(job):
-                store.set_status(job_id, "Aborted", note="worker killed after abort")
-        finally:
-            store.close()
+            os.kill(job.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _ended(store: Store, job: Job) -> bool:
+    """The worker exited, or recorded the end of this run (a CLI running jobs in-process goes on)."""
+    if not worker_alive(job):
+        return True
+    current = store.get_job(job.id)
+    return current is None or current.status != "Running" or current.pid != job.pid
+
+
+def _finish_abort(store: Store, job: Job) -> None:
+    """SIGKILL a worker that ignored SIGTERM; record Aborted for a worker that could not."""
+    if not _wait_until(lambda: _ended(store, job), KILL_AFTER_S):
+        _signal(job, signal.SIGKILL)
+    # a worker process exits right after recording its end: wait for that too
+    if wait_gone(job, KILL_AFTER_S):
+        current = store.get_job(job.id)
+        if current and current.status == "Running" and current.pid == job.pid:
+            store.set_status(job.id, "Aborted", expect=("Running",), note="worker killed after abort")
+
+
+def _finish_abort_later(db_path: Path, job: Job) -> None:
+    store = Store(db_path)  # this thread's own connection
+    try:
+        _finish_abort(store, job)
+    finally:
+        store.close()

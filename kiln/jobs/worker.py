@@ -12,18 +12,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import psutil
 
 from kiln.config import Settings
+from kiln.jobs.errors import UserFacingError, failure_message
 from kiln.jobs.reporter import StoreReporter
 from kiln.reporting import Stopped
 from kiln.store import Job, Store
-
-
-class UserFacingError(Exception):
-    """A failure whose message already says what failed and what to do."""
 
 
 def run_job(settings: Settings, job_id: str, echo: Callable[[float, str], None] | None = None,
@@ -42,7 +39,7 @@ def run_job(settings: Settings, job_id: str, echo: Callable[[float, str], None] 
         assert job is not None
         job_dir = settings.jobs_dir / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
-        summary = _dispatch(job, job_dir, settings, reporter)
+        summary = _dispatch(job, job_dir, settings, store, reporter)
         store.update_fields(job_id, summary=summary)
         store.set_status(job_id, "Done")
         return "Done"
@@ -51,26 +48,31 @@ def run_job(settings: Settings, job_id: str, echo: Callable[[float, str], None] 
         return "Aborted"
     except Exception as exc:  # the job failed: say what and what to do, keep the traceback in the log
         store.add_log(job_id, traceback.format_exc())
-        store.set_status(job_id, "Error", error=_explain(exc))
+        store.set_status(job_id, "Error", error=failure_message(exc))
         return "Error"
     finally:
         signal.signal(signal.SIGTERM, previous)
         store.close()
 
 
-def _dispatch(job: Job, job_dir: Path, settings: Settings, reporter: StoreReporter) -> dict:
+def _dispatch(job: Job, job_dir: Path, settings: Settings, store: Store, reporter: StoreReporter) -> dict:
     if job.type == "dataset":
         from kiln.jobs.dataset_job import run_dataset
         return run_dataset(job, job_dir, reporter)
     if job.type == "model":
         from kiln.jobs.model_job import run_model
+        rewind_charts(store, job, job_dir)
         return run_model(job, job_dir, settings, reporter)
     raise UserFacingError(f"Unknown job type {job.type!r}.")
 
 
-def _explain(exc: Exception) -> str:
-    from kiln.jobs.errors import explain
-    return explain(exc)
+def rewind_charts(store: Store, job: Job, job_dir: Path) -> None:
+    """Before a model runs again: drop the chart points its run will redo, those after the snapshot
+    it continues from (all of them when it starts over), so the charts go on without doubles."""
+    from kiln.jobs.model_job import resume_point
+
+    start = resume_point(job_dir)
+    store.clear_metrics_after(job.id, start if start is not None else float("-inf"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,12 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.datastructures import UploadFile
 
 from kiln.datasets.spec import DatasetSpec
 from kiln.store import new_job_id
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
 from kiln.forms import FormErrors
-from kiln.jobs.dataset_form import create_dataset_job, save_uploads, spec_from_form
+from kiln.jobs.dataset_form import UPLOAD_FIELDS, create_dataset_job, save_uploads, spec_from_form
 from kiln.web.routes_jobs import job_state
 from kiln.web.shapes import dataset_dict, read_manifest
 
@@ -39,8 +40,8 @@ async def create_dataset(request: Request, store: StoreDep, settings: SettingsDe
     form = await request.form()
     job_id = new_job_id()
     try:
-        spec = spec_from_form(dict(form))
-        await save_uploads(form, settings.jobs_dir / job_id, spec)
+        spec = spec_from_form({k: v for k, v in form.items() if isinstance(v, str)})
+        save_uploads(await _uploaded_lists(form), settings.jobs_dir / job_id, spec)
         create_dataset_job(store, settings, spec, user, job_id)
     except FormErrors as exc:
         if wants_json(request):
@@ -50,6 +51,12 @@ async def create_dataset(request: Request, store: StoreDep, settings: SettingsDe
     if wants_json(request):
         return JSONResponse({"id": job_id, "name": spec.dataset_name, "status": "Initialized"})
     return RedirectResponse(f"/datasets/{job_id}", status_code=302)
+
+
+async def _uploaded_lists(form: Any) -> dict[str, bytes]:
+    """The text lists sent as files (an empty file input sends a part with no filename)."""
+    return {field: await item.read() for field in UPLOAD_FIELDS
+            if isinstance(item := form.get(field), UploadFile) and item.filename}
 
 
 @router.get("/datasets/summary")

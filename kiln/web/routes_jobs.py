@@ -1,21 +1,32 @@
 """Routes common to every job: status, edit, abort, resume, delete, clone, group, files."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Annotated, Any, Iterator
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from kiln.jobs import actions
+from kiln.jobs.errors import ActionError, UserFacingError
 from kiln.store import ACTIVE, Job, Store, elapsed, eta
-from kiln.web.deps import SettingsDep, StoreDep, UserDep, check_owner, job_or_404
+from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404
 from kiln.web.formatting import duration
 from kiln.web.shapes import TYPE_NAMES, row
 
 router = APIRouter(tags=["jobs"])
 PAGES = {"dataset": "/datasets/{}", "model": "/models/{}"}
 NEW_PAGES = {"dataset": "/datasets/images/classification/new", "model": "/models/images/classification/new"}
+JobIds = Annotated[list[str], Form(alias="job_ids[]")]
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """A refused action becomes the web's error answer (JSON or page) with the action's status."""
+    try:
+        yield
+    except UserFacingError as exc:
+        raise HTTPException(exc.status, exc.message) from exc
 
 
 def job_state(job: Job, store: Store) -> dict[str, Any]:
@@ -49,21 +60,14 @@ def state(job_id: str, store: StoreDep) -> dict[str, Any]:
 
 @router.put("/jobs/{job_id}")
 async def edit_job(job_id: str, request: Request, store: StoreDep, user: UserDep) -> Response:
-    job = job_or_404(store, job_id)
-    check_owner(job, user)
     form = await request.form()
-    updates: dict[str, str] = {}
-    if "job_name" in form:
-        name = str(form["job_name"]).strip()
-        if not name:
-            raise HTTPException(400, "job_name: a name is required.")
-        updates["name"] = name
-    if "job_notes" in form:
-        updates["notes"] = str(form["job_notes"])
-    if "group_name" in form:
-        updates["group_name"] = str(form["group_name"]).strip()
-    if updates:
-        store.update_fields(job_id, **updates)
+
+    def text(field: str) -> str | None:
+        return str(form[field]) if field in form else None
+
+    with refusals():
+        job = actions.edit(store, job_id, user, name=text("job_name"), notes=text("job_notes"),
+                           group=text("group_name"))
     kind = "Dataset" if job.type == "dataset" else "Model"
     return PlainTextResponse(f"{kind} updated.")
 
@@ -78,64 +82,48 @@ for prefix in ("jobs", "datasets", "models"):
                              "error": job.error, "progress": job.progress})
 
     @router.post(f"/{prefix}/{{job_id}}/abort", name=f"{prefix}_abort")
-    def abort(job_id: str, request: Request, store: StoreDep, user: UserDep) -> Response:
-        job = job_or_404(store, job_id)
-        check_owner(job, user)
-        if job.status not in ACTIVE or not request.app.state.scheduler.abort(job_id):
-            raise HTTPException(403, "Job not aborted: it is not running.")
+    def abort(job_id: str, store: StoreDep, user: UserDep) -> Response:
+        with refusals():
+            actions.abort(store, job_id, user)  # the worker stops in the background
         return PlainTextResponse("Job aborted.")
 
     @router.post(f"/{prefix}/{{job_id}}/resume", name=f"{prefix}_resume")
     def resume(job_id: str, store: StoreDep, user: UserDep) -> Response:
         """kiln: an Aborted, Interrupted or failed job starts again (a model from its last snapshot)."""
-        job = job_or_404(store, job_id)
-        check_owner(job, user)
-        if not store.set_status(job_id, "Initialized", expect=("Aborted", "Interrupted", "Error"), note="resumed"):
-            raise HTTPException(403, f"Job not resumed: it is {job.status}.")
+        with refusals():
+            actions.resume(store, job_id, user)
         return PlainTextResponse("Job resumed.")
 
     @router.delete(f"/{prefix}/{{job_id}}", name=f"{prefix}_delete")
-    def delete(job_id: str, request: Request, store: StoreDep, settings: SettingsDep, user: UserDep) -> Response:
-        delete_job(request, store, settings.jobs_dir, job_or_404(store, job_id), user)
+    def delete(job_id: str, store: StoreDep, settings: SettingsDep, user: UserDep) -> Response:
+        """A running job is aborted first; the answer comes once its worker is gone."""
+        with refusals():
+            actions.delete(store, settings.jobs_dir, job_id, user)
         return PlainTextResponse("Job deleted.")
 
 
-def delete_job(request: Request, store: Store, jobs_dir: Path, job: Job, user: str) -> None:
-    check_owner(job, user)
-    if job.type == "dataset":
-        users = store.models_using(job.id)
-        if users:
-            names = ", ".join(f'"{m.name}"' for m in users)
-            raise HTTPException(403, f'Cannot delete "{job.name}" because {len(users)} model'
-                                     f'{"s" if len(users) > 1 else ""} depend on it: {names}')
-    if job.status in ACTIVE:
-        request.app.state.scheduler.abort(job.id)
-    store.delete_job(job.id)
-    shutil.rmtree(jobs_dir / job.id, ignore_errors=True)
-
-
 @router.delete("/jobs")
-async def delete_many(request: Request, store: StoreDep, settings: SettingsDep, user: UserDep) -> Response:
-    ids = (await request.form()).getlist("job_ids[]")
+def delete_many(store: StoreDep, settings: SettingsDep, user: UserDep, ids: JobIds = []) -> Response:
     failed = []
     for job_id in ids:
         try:
-            delete_job(request, store, settings.jobs_dir, job_or_404(store, str(job_id)), user)
-        except HTTPException as exc:
-            failed.append(f"{job_id}: {exc.detail}")
+            actions.delete(store, settings.jobs_dir, job_id, user)
+        except ActionError as exc:
+            failed.append(f"{job_id}: {exc.message}")
     if failed or not ids:
         raise HTTPException(400, f"{len(ids) - len(failed)} deleted, {len(failed)} not: " + "; ".join(failed))
     return PlainTextResponse("Jobs deleted.")
 
 
 @router.post("/abort_jobs")
-async def abort_many(request: Request, store: StoreDep, user: UserDep) -> Response:
-    ids = (await request.form()).getlist("job_ids[]")
+def abort_many(store: StoreDep, user: UserDep, ids: JobIds = []) -> Response:
     done = 0
     for job_id in ids:
-        job = store.get_job(str(job_id))
-        if job and (not job.username or job.username == user) and request.app.state.scheduler.abort(job.id):
+        try:
+            actions.abort(store, job_id, user)
             done += 1
+        except ActionError:
+            pass
     if done != len(ids) or not ids:
         raise HTTPException(400, f"{done} of {len(ids)} jobs aborted.")
     return PlainTextResponse("Jobs aborted.")
@@ -145,19 +133,16 @@ async def abort_many(request: Request, store: StoreDep, user: UserDep) -> Respon
 async def group(request: Request, store: StoreDep, user: UserDep) -> Response:
     form = await request.form()
     ids = form.getlist("job_ids[]") or request.query_params.getlist("job_ids[]")
-    name = str(form.get("group_name", request.query_params.get("group_name", ""))).strip()
-    if not ids:
-        raise HTTPException(400, "job_ids[]: no jobs given.")
-    for job_id in ids:
-        job = job_or_404(store, str(job_id))
-        check_owner(job, user)
-        store.update_fields(job.id, group_name=name)
+    name = str(form.get("group_name", request.query_params.get("group_name", "")))
+    with refusals():
+        actions.group(store, [str(i) for i in ids], name, user)
     return PlainTextResponse("Jobs regrouped.")
 
 
 @router.api_route("/clone/{job_id}", methods=["GET", "POST"])
 def clone(job_id: str, store: StoreDep, user: UserDep) -> Response:
-    job = job_or_404(store, job_id)
+    with refusals():
+        job = actions.get_job(store, job_id)
     return RedirectResponse(f"{NEW_PAGES[job.type]}?clone={job_id}", status_code=302)
 
 

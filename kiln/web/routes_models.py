@@ -169,8 +169,9 @@ _lock = threading.Lock()
 def predictor_for(job_dir: Path, epoch: float | None) -> Any:
     """Predictors are cached (a few) so repeated classifications don't reload weights."""
     from kiln.inference.predictor import Predictor
+    from kiln.training.checkpoint import list_snapshots, snapshot_paths
 
-    stamp = max((p.stat().st_mtime for p in job_dir.glob("snapshot_*.safetensors")), default=0.0)
+    stamp = max((snapshot_paths(job_dir, e)[0].stat().st_mtime for e in list_snapshots(job_dir)), default=0.0)
     key = (str(job_dir), epoch, stamp)
     with _lock:
         if key in _predictors:
@@ -198,7 +199,9 @@ def _model_dir(store: Store, settings: Any, job_id: str | None) -> Path:
         raise HTTPException(400, "job_id: which model? This field is required.")
     job_or_404(store, job_id, "model")
     job_dir = settings.jobs_dir / job_id
-    if not any(job_dir.glob("snapshot_*.safetensors")):
+    from kiln.training.checkpoint import list_snapshots
+
+    if not list_snapshots(job_dir):
         raise HTTPException(400, "This model has no snapshot yet: wait for its first epoch.")
     return job_dir
 
