@@ -7,44 +7,40 @@ semantics (reference section 2.2): an epoch is ceil(train / (batch * accumulatio
 snapshots and validations come every (fractional) number of epochs, the learning rate changes
 every iteration, and everything is reported through a kiln.reporting.Reporter.
 
-Speed on small machines comes from feeding the network straight from the packed uint8 arrays:
-no DataLoader workers and no per-image work. Each micro-batch is one fancy index of the split
-(held in RAM when it fits, else read from the memory map a batch ahead in a thread), one uint8
--> float conversion, and channels_last memory throughout.
-
-The same file runs under `torchrun --nproc-per-node N -m kiln.training.loop ...`: every rank
-takes its own share of each epoch's shuffled order, gradients are averaged by
-DistributedDataParallel, metrics are all-reduced, and only rank 0 reports or writes files.
-`batch_size` is per process, as in Caffe's multi-GPU training.
+`train()` tells the story; the parts it names live beside it:
+  kiln.training.feeder       batches straight from the packed uint8 arrays (RAM or memory map)
+  kiln.training.device       device, CPU threads, autocast precision, grad scaler
+  kiln.training.distributed  torchrun: this rank's share, all-reduced metrics (`batch_size` is
+                             per process, as in Caffe's multi-GPU training)
+  kiln.training.rng          seeding, and the random states that make resume bit-exact
+  python -m kiln.training    the command line (and torchrun) entry
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import math
-import os
-import random
-import sys
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from kiln.preprocess import Preprocess
 from kiln.reporting import NullReporter, Reporter, Stopped
-from kiln.training import checkpoint
+from kiln.training import checkpoint, rng
 from kiln.training.config import TrainConfig
+from kiln.training.device import Hardware
+from kiln.training.distributed import Dist
+from kiln.training.feeder import Feeder
 
-RAM_FRACTION = 0.25          # a split is held in RAM when it takes at most this share of free memory
+if TYPE_CHECKING:
+    from kiln.networks.registry import NetworkInfo
+    from kiln.training.augment import Augmenter
 
 
 class TrainingDiverged(Exception):
@@ -61,156 +57,66 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter,
     Raises kiln.reporting.Stopped when reporter.should_stop() turns true, TrainingDiverged when
     the loss stops being finite, ValueError for settings that cannot work with this dataset.
     """
-    from kiln.networks.registry import create_network, get_network_info
-    from kiln.training.augment import Augmenter
-    from kiln.training.lr_policy import make_scheduler
-    from kiln.training.solvers import make_optimizer
+    from kiln.networks.registry import get_network_info
 
     started = time.perf_counter()
     check_config(config)
-    dist = Dist.start()
+    hw = Hardware.setup(config)
+    report: Reporter = reporter if hw.dist.main else NullReporter()   # other ranks stay quiet
     out_dir = Path(out_dir)
-    report: Reporter = reporter if dist.main else NullReporter()   # other ranks stay quiet
-    device = pick_device(config.device, dist)
-    threads = set_threads(device, dist)
-    amp_dtype = pick_precision(config.precision, device)
 
-    # -- what we train on, and how it is preprocessed ---------------------------------------------
-    info = get_network_info(config.network)
-    labels = list(dataset.labels)
-    n_train = dataset.count("train") if "train" in dataset.splits else 0
-    if n_train == 0:
-        raise ValueError("the dataset has no training images; create it again with a train split")
-    has_val = config.val_interval > 0 and "val" in dataset.splits and dataset.count("val") > 0
-    pre = Preprocess.for_dataset(dataset, config.use_mean, config.crop_size)
-    in_h, in_w = pre.input_size
-    plan = Plan.make(config, n_train, info.default_batch, dist.world)
-    val_batch = max(info.default_val_batch, plan.batch)
+    # -- what we train on, and how many iterations that makes -------------------------------------
+    network = get_network_info(config.network)
+    data = Data.load(config, dataset)
+    plan = Plan.make(config, len(data.train), network, hw.dist.world, has_val=data.val is not None)
 
-    # -- resume state or a fresh start ------------------------------------------------------------
+    # -- resume state or a fresh start; the network, solver and schedule --------------------------
     saved = checkpoint.load_resume(out_dir) if resume else None
-    seed = saved["seed"] if saved else dist.broadcast_int(
-        config.random_seed if config.random_seed is not None else random.SystemRandom().randrange(2**31))
+    seed = saved["seed"] if saved else hw.dist.broadcast_int(rng.new_seed(config.random_seed))
     state = TrainState(**saved["state"]) if saved else TrainState()
-
-    # -- network, solver, schedule ----------------------------------------------------------------
-    torch.manual_seed(seed)                       # the same initial weights for the same seed
-    model = create_network(config.network, len(labels), pre.channels, in_h, in_w)
-    model = model.to(device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, plan.max_iter)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    augment = Augmenter(config, pre.channels)
-    generator = torch.Generator(device=device)    # crops and augmentations, per rank
-    generator.manual_seed(seed * 1000 + dist.rank)
-    torch.manual_seed(seed + dist.rank)           # dropout, per rank
+    learner = Learner.build(config, data, plan, hw, seed)
     if saved:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        set_rng_states(saved["rng"], dist.rank, generator)
-    net = dist.wrap(model, device)
-    aux_weights = list(getattr(model, "aux_weights", []) or [])
-
-    # -- data -------------------------------------------------------------------------------------
-    in_memory = config.extra.get("data_in_memory")
-    train_feed = Feeder(dataset.images("train"), dataset.targets("train"), in_memory)
-    val_feed = Feeder(dataset.images("val"), dataset.targets("val"), in_memory) if has_val else None
-
-    if dist.main:
+        learner.load(saved, hw.dist.rank)
+    learner.net = hw.dist.wrap(learner.model, hw.device)     # DDP copies rank 0's weights
+    run = Run(config, plan, hw, data, learner, state, seed, out_dir, report)
+    if hw.dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    log_start(report, config, plan, pre, labels, device, threads, amp_dtype, train_feed, dist, state, augment)
-    if config.early_stopping != "none" and not has_val:
-        report.log("Early stopping needs validation (a val split and val_interval > 0); it is off.")
+    log_start(run)
 
-    def meta(epoch: float) -> dict[str, Any]:
-        return checkpoint.snapshot_meta(
-            network=config.network, num_classes=len(labels), in_channels=pre.channels, height=in_h,
-            width=in_w, labels=labels, preprocess=pre.to_dict(), epoch=epoch, iteration=state.iteration,
-            metrics=state.latest(), config=config.to_dict())
-
-    def write_snapshot(reason: str) -> None:
-        """Weights + json, then the resume state; rank 0 writes, every rank takes part."""
-        rng = dist.gather_objects(get_rng_states(generator))
-        if not dist.main:
-            return
-        epoch = state.epoch(plan)
-        path = checkpoint.save_snapshot(out_dir, model, meta(epoch))
-        state.snapshots.append(round(epoch, 3))
-        checkpoint.save_resume(out_dir, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-            "seed": seed, "state": asdict(state), "epoch": round(epoch, 3), "iteration": state.iteration,
-            "config": config.to_dict()})
-        report.log(f"Snapshot saved at epoch {checkpoint.format_epoch(epoch)}: {path.name}{reason}")
-        report.snapshot(round(epoch, 3), str(path), state.latest())
-
-    def validate() -> None:
-        """Loss, top-1 and top-5 accuracy on the val split; keeps the best weights if asked."""
-        values = evaluate(model, val_feed, pre, val_batch, len(labels), device, amp_dtype, dist)
-        epoch = state.epoch(plan)
-        state.record(epoch, "val", values)
-        report.metrics(round(epoch, 3), values, "val")
-        report.log(f"Epoch {checkpoint.format_epoch(epoch)}: val loss {values['loss']:.4f}, "
-                   f"accuracy {values['accuracy']:.2f} %")
-        if state.improved(values, config.early_stopping) and config.keep_best and dist.main:
-            checkpoint.save_snapshot(out_dir, model, meta(epoch), stem="best")
-
-    # -- iterate ----------------------------------------------------------------------------------
-    window = LossWindow(device)
-    train_seconds, images_seen = 0.0, 0
-    net.train()
+    # -- iterate: an epoch at a time, reports, validations and snapshots as they fall due ---------
+    window, clock = LossWindow(hw.device), Stopwatch()
+    learner.net.train()
     while state.iteration < plan.max_iter and not state.stopped_early:
-        epoch_index = state.iteration // plan.iters_per_epoch
-        order = epoch_order(seed, epoch_index, n_train, config.shuffle, dist)
-        first = state.iteration % plan.iters_per_epoch
-        last = min(plan.iters_per_epoch, plan.max_iter - epoch_index * plan.iters_per_epoch)
-        steps = [plan.micro_batches(order, i) for i in range(first, last)]
-        batches = train_feed.stream([mb for step in steps for mb in step])
-        tick = time.perf_counter()
-        for micro in steps:
-            loss = train_step(net, optimizer, scaler, [next(batches) for _ in micro], pre, augment,
-                              generator, device, amp_dtype, aux_weights, dist)
-            scheduler.step()
-            window.add(loss)
-            state.iteration += 1
-            images_seen += sum(len(mb) for mb in micro) * dist.world
-            it = state.iteration
-            # under torchrun the flag is all-reduced, so check it only every 10 iterations there
-            if (dist.world == 1 or it % 10 == 0) and dist.any(report.should_stop()):
-                batches.close()
-                report.log(f"Aborted at epoch {state.epoch(plan):.2f}; the last snapshot is kept.")
-                raise Stopped("training aborted")
-            at_end = it == plan.max_iter
-            val_due = has_val and (plan.due(it, config.val_interval) or at_end)
-            snap_due = plan.due(it, config.snapshot_interval) or at_end
-            if plan.display_due(it) or val_due or snap_due:
-                train_seconds += time.perf_counter() - tick
-                report_train(report, window, state, plan, optimizer, dist, config)
-                if val_due:
-                    validate()
-                    net.train()
-                    if state.should_stop_early(config):
-                        report.log(f"Early stopping: {config.early_stopping} has not improved for "
-                                   f"{config.early_stopping_patience} validations.")
+        order = epoch_order(seed, state.iteration // plan.iters_per_epoch, len(data.train),
+                            config.shuffle, hw.dist)
+        steps = plan.rest_of_epoch(order, state.iteration)
+        with contextlib.closing(data.train.stream([mb for step in steps for mb in step])) as batches:
+            clock.start()
+            for micro in steps:
+                window.add(train_step(learner, [next(batches) for _ in micro], data.pre, hw))
+                state.iteration += 1
+                clock.images += sum(len(mb) for mb in micro) * hw.dist.world
+                stop_if_asked(run)
+                it = state.iteration
+                val_due, snap_due = plan.val_due(it), plan.snapshot_due(it)
+                if plan.display_due(it) or val_due or snap_due:
+                    clock.stop()
+                    report_train(run, window)
+                    if val_due and validate(run):      # true when early stopping ends the run
                         snap_due = True
-                if snap_due:
-                    write_snapshot(" (early stop)" if state.stopped_early else "")
-                tick = time.perf_counter()
-            if state.stopped_early:
-                batches.close()
-                break
-        else:
-            train_seconds += time.perf_counter() - tick
+                    if snap_due:
+                        write_snapshot(run)
+                    clock.start()
+                if state.stopped_early:
+                    break
+            clock.stop()
 
     summary = state.summary(plan, seed)
-    summary.update(seconds=round(time.perf_counter() - started, 3),
-                   images_per_second=round(images_seen / train_seconds, 1) if train_seconds > 0 else None)
+    summary.update(seconds=round(time.perf_counter() - started, 3), images_per_second=clock.rate())
     report.progress(1.0, "Done")
     report.log(f"Done: {summary['iterations']} iterations, {summary['epochs']} epochs in "
                f"{summary['seconds']:.1f} s ({summary['images_per_second']} images/s while training).")
-    dist.finish()
+    hw.dist.finish()
     return summary
 
 
@@ -224,33 +130,116 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError("snapshot_interval and val_interval must not be negative (0 = final only / none)")
 
 
-def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               micro_batches: list[tuple[torch.Tensor, torch.Tensor]], pre: Preprocess, augment: Any,
-               generator: torch.Generator, device: torch.device, amp_dtype: torch.dtype | None,
-               aux_weights: list[float], dist: "Dist") -> torch.Tensor:
-    """One iteration: forward/backward every micro-batch, then one optimizer step.
+# ------------------------------------------------------------------------------------------------
+# What a run works with
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    """The dataset as the loop sees it: class labels, preprocessing, a feeder per split used."""
+    labels: list[str]
+    pre: Preprocess
+    train: Feeder
+    val: Feeder | None             # None when there is nothing to validate on, or no val_interval
+
+    @classmethod
+    def load(cls, config: TrainConfig, dataset: Any) -> Data:
+        if ("train" not in dataset.splits) or dataset.count("train") == 0:
+            raise ValueError("the dataset has no training images; create it again with a train split")
+        has_val = config.val_interval > 0 and "val" in dataset.splits and dataset.count("val") > 0
+        pre = Preprocess.for_dataset(dataset, config.use_mean, config.crop_size)
+        in_memory = config.extra.get("data_in_memory")      # None: decided by the split's size
+        train = Feeder(dataset.images("train"), dataset.targets("train"), in_memory)
+        val = Feeder(dataset.images("val"), dataset.targets("val"), in_memory) if has_val else None
+        return cls(list(dataset.labels), pre, train, val)
+
+
+@dataclass
+class Learner:
+    """The network and everything that changes as it learns: what resume.pt holds."""
+    model: nn.Module
+    net: nn.Module                 # what trains: the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    augment: Augmenter
+    generator: torch.Generator     # crops and augmentations, per rank
+    aux_weights: list[float]       # GoogLeNet's side heads: loss1, loss2 at 0.3
+
+    @classmethod
+    def build(cls, config: TrainConfig, data: Data, plan: Plan, hw: Hardware, seed: int) -> Learner:
+        from kiln.networks.registry import create_network
+        from kiln.training.augment import Augmenter
+        from kiln.training.lr_policy import make_scheduler
+        from kiln.training.solvers import make_optimizer
+
+        torch.manual_seed(seed)                       # the same initial weights for the same seed
+        in_h, in_w = data.pre.input_size
+        model = create_network(config.network, len(data.labels), data.pre.channels, in_h, in_w)
+        model = model.to(hw.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        optimizer = make_optimizer(model, config)
+        scheduler = make_scheduler(optimizer, config, plan.max_iter)
+        scaler = hw.grad_scaler()
+        augment = Augmenter(config, data.pre.channels)
+        generator = rng.seed_rank(seed, hw.dist.rank, hw.device)
+        aux_weights = list(getattr(model, "aux_weights", []) or [])
+        return cls(model, model, optimizer, scheduler, scaler, augment, generator, aux_weights)
+
+    def load(self, saved: dict[str, Any], rank: int) -> None:
+        """Continue from resume.pt: weights, solver and schedule state, this rank's random streams."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        rng.restore(saved["rng"], rank, self.generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+
+
+@dataclass
+class Run:
+    """Everything one training run works with, handed to the helpers below as one argument."""
+    config: TrainConfig
+    plan: Plan
+    hw: Hardware
+    data: Data
+    learner: Learner
+    state: TrainState
+    seed: int
+    out_dir: Path
+    report: Reporter
+
+
+# ------------------------------------------------------------------------------------------------
+# One iteration, one validation, one snapshot
+# ------------------------------------------------------------------------------------------------
+def train_step(learner: Learner, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], pre: Preprocess,
+               hw: Hardware) -> torch.Tensor:
+    """One iteration: forward/backward every micro-batch, one optimizer step, one schedule step.
 
     Each micro-batch's loss is weighted by its share of the iteration's images, so the gradient
     is the mean over all of them: 4 x 16 with accumulation equals one batch of 64.
     Returns the iteration's mean loss of the main head (a 0-d tensor, not synced).
     """
+    net, optimizer, scaler, generator = learner.net, learner.optimizer, learner.scaler, learner.generator
     total = sum(len(y) for _, y in micro_batches)
     optimizer.zero_grad(set_to_none=True)
     losses = []
     for k, (images, targets) in enumerate(micro_batches):
-        x = pre.to_float(images, device)
-        x = pre.normalize(augment(x, generator), train=True, generator=generator)
-        y = targets.to(device, non_blocking=True)
+        x = pre.to_float(images, hw.device)
+        x = pre.normalize(learner.augment(x, generator), train=True, generator=generator)
+        y = targets.to(hw.device, non_blocking=True)
         share = len(y) / total                                  # 1.0 without accumulation
         last = k == len(micro_batches) - 1
         # under DDP, all-reduce the gradients once per iteration, not once per micro-batch
-        sync = contextlib.nullcontext() if last or dist.world == 1 else net.no_sync()
-        with sync, autocast(device, amp_dtype):
+        sync = contextlib.nullcontext() if last or hw.dist.world == 1 else cast(DDP, net).no_sync()
+        with sync, hw.autocast():
             out = net(x)
             main, aux = (out[0], out[1:]) if isinstance(out, (tuple, list)) else (out, ())
             loss = F.cross_entropy(main.float(), y)
             total_loss = loss
-            for weight, logits in zip(aux_weights, aux):        # GoogLeNet: loss1, loss2 at 0.3
+            for weight, logits in zip(learner.aux_weights, aux):
                 total_loss = total_loss + weight * F.cross_entropy(logits.float(), y)
             if share != 1.0:
                 total_loss = total_loss * share
@@ -258,49 +247,121 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.a
         losses.append(loss.detach() * share if share != 1.0 else loss.detach())
     scaler.step(optimizer)
     scaler.update()
+    learner.scheduler.step()
     return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, feed: "Feeder", pre: Preprocess, batch: int, num_classes: int,
-             device: torch.device, amp_dtype: torch.dtype | None, dist: "Dist") -> dict[str, float]:
-    """Mean loss, top-1 and (with 5+ classes) top-5 accuracy in percent over the whole split."""
+def evaluate(model: nn.Module, data: Data, batch: int, hw: Hardware) -> dict[str, float]:
+    """Mean loss, top-1 and (with 5+ classes) top-5 accuracy in percent over the whole val split."""
+    assert data.val is not None
     model.eval()
-    mine = np.arange(len(feed))[dist.rank::dist.world]
-    sums = torch.zeros(4, dtype=torch.float64, device=device)       # loss, top1, top5, count
-    for images, targets in feed.stream([mine[i:i + batch] for i in range(0, len(mine), batch)]):
-        y = targets.to(device)
-        with autocast(device, amp_dtype):
-            logits = model(pre.batch_to_tensor(images, device=device)).float()
+    mine = np.arange(len(data.val))[hw.dist.rank::hw.dist.world]   # every image once over all ranks
+    sums = torch.zeros(4, dtype=torch.float64, device=hw.device)    # loss, top1, top5, count
+    for images, targets in data.val.stream([mine[i:i + batch] for i in range(0, len(mine), batch)]):
+        y = targets.to(hw.device)
+        with hw.autocast():
+            logits = model(data.pre.batch_to_tensor(images, device=hw.device)).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == y[:, None]
         sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
                              hits[:, 0].sum().double(), hits.any(dim=1).sum().double(),
-                             torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
-    sums = dist.sum(sums)
-    loss, top1, top5, count = sums.tolist()
+                             torch.tensor(float(len(y)), dtype=torch.float64, device=hw.device)])
+    loss, top1, top5, count = hw.dist.sum(sums).tolist()
     values = {"loss": loss / count, "accuracy": 100.0 * top1 / count}
-    if num_classes >= 5:
+    if len(data.labels) >= 5:
         values["accuracy_top5"] = 100.0 * top5 / count
     return values
 
 
-def report_train(report: Reporter, window: "LossWindow", state: "TrainState", plan: "Plan",
-                 optimizer: torch.optim.Optimizer, dist: "Dist", config: TrainConfig) -> None:
+def validate(run: Run) -> bool:
+    """Validate, report, keep the best weights if asked; True when early stopping ends the run."""
+    config, state = run.config, run.state
+    values = evaluate(run.learner.model, run.data, run.plan.val_batch, run.hw)
+    run.learner.net.train()
+    epoch = state.epoch(run.plan)
+    state.record(epoch, "val", values)
+    run.report.metrics(round(epoch, 3), values, "val")
+    run.report.log(f"Epoch {checkpoint.format_epoch(epoch)}: val loss {values['loss']:.4f}, "
+                   f"accuracy {values['accuracy']:.2f} %")
+    if state.improved(values, config.early_stopping) and config.keep_best and run.hw.dist.main:
+        checkpoint.save_snapshot(run.out_dir, run.learner.model, snapshot_meta(run), stem="best")
+    if not state.should_stop_early(config):
+        return False
+    run.report.log(f"Early stopping: {config.early_stopping} has not improved for "
+                   f"{config.early_stopping_patience} validations.")
+    return True
+
+
+def write_snapshot(run: Run) -> None:
+    """Weights + json, then the resume state; rank 0 writes, every rank takes part."""
+    states = run.hw.dist.gather_objects(rng.capture(run.learner.generator))
+    if not run.hw.dist.main:
+        return
+    state = run.state
+    epoch = state.epoch(run.plan)
+    path = checkpoint.save_snapshot(run.out_dir, run.learner.model, snapshot_meta(run))
+    state.snapshots.append(round(epoch, 3))
+    checkpoint.save_resume(run.out_dir, {
+        **run.learner.state_dict(), "rng": states, "seed": run.seed, "state": asdict(state),
+        "epoch": round(epoch, 3), "iteration": state.iteration, "config": run.config.to_dict()})
+    reason = " (early stop)" if state.stopped_early else ""
+    run.report.log(f"Snapshot saved at epoch {checkpoint.format_epoch(epoch)}: {path.name}{reason}")
+    run.report.snapshot(round(epoch, 3), str(path), state.latest())
+
+
+def snapshot_meta(run: Run) -> dict[str, Any]:
+    """What a snapshot's json says: enough to rebuild the network and preprocess its input."""
+    pre, labels = run.data.pre, run.data.labels
+    in_h, in_w = pre.input_size
+    return checkpoint.snapshot_meta(
+        network=run.config.network, num_classes=len(labels), in_channels=pre.channels, height=in_h,
+        width=in_w, labels=labels, preprocess=pre.to_dict(), epoch=run.state.epoch(run.plan),
+        iteration=run.state.iteration, metrics=run.state.latest(), config=run.config.to_dict())
+
+
+def stop_if_asked(run: Run) -> None:
+    """Raise Stopped once the reporter asks (an abort); the last snapshot stays the resume point."""
+    dist = run.hw.dist
+    # under torchrun the flag is all-reduced, so check it only every 10 iterations there
+    if (dist.world == 1 or run.state.iteration % 10 == 0) and dist.any(run.report.should_stop()):
+        run.report.log(f"Aborted at epoch {run.state.epoch(run.plan):.2f}; the last snapshot is kept.")
+        raise Stopped("training aborted")
+
+
+def report_train(run: Run, window: LossWindow) -> None:
     """Mean train loss since the last report (all ranks), the learning rate, the progress."""
-    loss = window.take(dist)
-    epoch = state.epoch(plan)
+    loss = window.take(run.hw.dist)
     if loss is None:
         return
+    state, plan = run.state, run.plan
+    epoch = state.epoch(plan)
     if not math.isfinite(loss):
         raise TrainingDiverged(
             f"Training diverged at epoch {epoch:.2f} (iteration {state.iteration}): the loss became "
-            f"{loss}. Lower the learning rate (it was {config.learning_rate:g}) and train again.")
-    lr = optimizer.param_groups[0]["lr"]
-    values = {"loss": loss, "lr": lr}
+            f"{loss}. Lower the learning rate (it was {run.config.learning_rate:g}) and train again.")
+    values = {"loss": loss, "lr": run.learner.optimizer.param_groups[0]["lr"]}
     state.record(epoch, "train", values)
-    report.metrics(round(epoch, 3), values, "train")
-    report.progress(min(1.0, epoch / plan.epochs), f"Epoch {epoch:.2f} of {plan.epochs:g}, loss {loss:.4f}")
+    run.report.metrics(round(epoch, 3), values, "train")
+    run.report.progress(min(1.0, epoch / plan.epochs), f"Epoch {epoch:.2f} of {plan.epochs:g}, loss {loss:.4f}")
+
+
+def log_start(run: Run) -> None:
+    config, plan, pre, feed, report = run.config, run.plan, run.data.pre, run.data.train, run.report
+    h, w = pre.input_size
+    report.log(f"Training {config.network} on {len(feed)} images ({pre.channels}x{h}x{w}), "
+               f"{len(run.data.labels)} classes, mean {pre.use_mean}" + (f", crop {pre.crop_size}" if pre.crop_size else ""))
+    report.log(f"Batch {plan.batch} x accumulation {plan.accumulation}: {plan.iters_per_epoch} iterations "
+               f"per epoch, {plan.max_iter} in all; {config.solver_type}, learning rate "
+               f"{config.learning_rate:g} ({config.lr_policy})")
+    report.log(f"Device {run.hw.describe()}; data {'in memory' if feed.in_memory else 'read from disk'} "
+               f"({feed.nbytes / 1e6:.1f} MB)")
+    for note in getattr(run.learner.augment, "notes", []):
+        report.log(f"Augmentation: {note}")
+    if run.state.iteration:
+        report.log(f"Resuming at epoch {run.state.epoch(plan):.3g} (iteration {run.state.iteration})")
+    if config.early_stopping != "none" and not plan.has_val:
+        report.log("Early stopping needs validation (a val split and val_interval > 0); it is off.")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -308,6 +369,7 @@ def report_train(report: Reporter, window: "LossWindow", state: "TrainState", pl
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
+    """How many iterations, of which batches, and when to report, validate and snapshot."""
     batch: int                 # per process
     accumulation: int
     world: int
@@ -315,10 +377,15 @@ class Plan:
     iters_per_epoch: int
     max_iter: int
     display_every: int
+    val_batch: int
+    val_interval: float        # epochs; 0 = never
+    snapshot_interval: float   # epochs; 0 = only the final snapshot
+    has_val: bool              # a val split to validate on, and a val_interval
 
     @classmethod
-    def make(cls, config: TrainConfig, n_train: int, default_batch: int, world: int = 1) -> "Plan":
-        batch = int(config.batch_size or default_batch)
+    def make(cls, config: TrainConfig, n_train: int, network: NetworkInfo, world: int = 1,
+             has_val: bool = False) -> Plan:
+        batch = int(config.batch_size or network.default_batch)
         accumulation = int(config.batch_accumulation or 1)
         if batch < 1 or accumulation < 1:
             raise ValueError(f"batch_size and batch_accumulation must be at least 1 "
@@ -330,13 +397,22 @@ class Plan:
         max_iter = max(1, math.ceil(ipe * config.train_epochs - 1e-9))
         # DIGITS' Caffe `display`: at most ~8 points per epoch, and at least one per 5000 images
         display = max(1, min(ipe // 8, math.ceil(5000 / (batch * accumulation * world))))
-        return cls(batch, accumulation, world, float(config.train_epochs), ipe, max_iter, display)
+        return cls(batch, accumulation, world, float(config.train_epochs), ipe, max_iter, display,
+                   val_batch=max(network.default_val_batch, batch), val_interval=config.val_interval,
+                   snapshot_interval=config.snapshot_interval, has_val=has_val)
 
     def micro_batches(self, order: np.ndarray, step: int) -> list[np.ndarray]:
         """The index arrays of iteration `step` of an epoch: up to `accumulation` of up to `batch`."""
         size = self.batch * self.accumulation
         chunk = order[step * size:(step + 1) * size]
         return [chunk[i:i + self.batch] for i in range(0, len(chunk), self.batch)]
+
+    def rest_of_epoch(self, order: np.ndarray, iteration: int) -> list[list[np.ndarray]]:
+        """The micro-batches of every iteration from `iteration` (completed so far) to the end of
+        its epoch, or to max_iter when training stops within it."""
+        epoch = iteration // self.iters_per_epoch
+        last = min(self.iters_per_epoch, self.max_iter - epoch * self.iters_per_epoch)
+        return [self.micro_batches(order, step) for step in range(iteration % self.iters_per_epoch, last)]
 
     def due(self, iteration: int, interval_epochs: float) -> bool:
         """True when `iteration` (completed) is the first at or past a multiple of interval_epochs.
@@ -351,15 +427,18 @@ class Plan:
     def display_due(self, iteration: int) -> bool:
         return iteration % self.display_every == 0
 
+    def val_due(self, iteration: int) -> bool:
+        return self.has_val and (self.due(iteration, self.val_interval) or iteration == self.max_iter)
 
-def epoch_order(seed: int, epoch: int, n: int, shuffle: bool, dist: "Dist") -> np.ndarray:
+    def snapshot_due(self, iteration: int) -> bool:
+        return self.due(iteration, self.snapshot_interval) or iteration == self.max_iter
+
+
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool, dist: Dist) -> np.ndarray:
     """This rank's share of the epoch's order. Derived from (seed, epoch) alone, so a resumed run
     and a straight run see the same order without storing it."""
     order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-    if dist.world > 1:
-        # pad with the first entries so every rank gets the same number of iterations
-        order = np.concatenate([order, order[:(-n) % dist.world]])[dist.rank::dist.world]
-    return order
+    return dist.shard(order)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -367,6 +446,7 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool, dist: "Dist") -> n
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class TrainState:
+    """What a run has done so far; saved in resume.pt as plain data."""
     iteration: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)   # {"epoch", "phase", **values}
     best: float | None = None
@@ -428,7 +508,7 @@ class LossWindow:
         self.sum += loss
         self.count += 1
 
-    def take(self, dist: "Dist") -> float | None:
+    def take(self, dist: Dist) -> float | None:
         """The mean over all ranks, then reset; None when nothing was added."""
         if self.count == 0:
             return None
@@ -438,268 +518,20 @@ class LossWindow:
         return float(total[0] / total[1])
 
 
-# ------------------------------------------------------------------------------------------------
-# Data: whole batches from the packed arrays
-# ------------------------------------------------------------------------------------------------
-class Feeder:
-    """(uint8 NHWC tensor, int64 targets) for an index array, with no per-image Python work.
+class Stopwatch:
+    """Seconds spent training (not validating or saving) and images seen: the summary's images/s."""
 
-    The split is copied into RAM when it is small enough (MNIST train: 47 MB); otherwise each
-    batch is read from the memory map (or decoded, for PNG/JPEG storage) one step ahead in a
-    thread. Batch indices are sorted: reads go forward through the file, and both paths see
-    the images of a batch in the same order, so they train identically.
-    """
+    def __init__(self) -> None:
+        self.seconds, self.images = 0.0, 0
+        self._tick: float | None = None
 
-    def __init__(self, images: Any, targets: np.ndarray, in_memory: bool | None = None) -> None:
-        self.targets = torch.from_numpy(np.asarray(targets, dtype=np.int64))
-        # a memmap's shape is (N, H, W, C); kiln.datasets' EncodedImages keeps (H, W, C) per image
-        item = tuple(images.shape[1:]) if isinstance(images, np.ndarray) else tuple(images.shape)
-        self.nbytes = len(images) * int(np.prod(item))
-        self.in_memory = fits_in_ram(self.nbytes) if in_memory is None else bool(in_memory)
-        self.images = torch.from_numpy(read_all(images, item)) if self.in_memory else images
+    def start(self) -> None:
+        self._tick = time.perf_counter()
 
-    def __len__(self) -> int:
-        return len(self.targets)
+    def stop(self) -> None:
+        if self._tick is not None:
+            self.seconds += time.perf_counter() - self._tick
+            self._tick = None
 
-    def fetch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        index = np.sort(index)
-        if self.in_memory:
-            t = torch.from_numpy(index)
-            return self.images[t], self.targets[t]
-        return torch.from_numpy(np.ascontiguousarray(self.images[index])), self.targets[torch.from_numpy(index)]
-
-    def stream(self, indices: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.in_memory:
-            for index in indices:
-                yield self.fetch(index)
-            return
-        with ThreadPoolExecutor(1, thread_name_prefix="kiln-feed") as pool:
-            ahead: deque = deque()
-            for index in indices:
-                ahead.append(pool.submit(self.fetch, index))
-                if len(ahead) > 2:
-                    yield ahead.popleft().result()
-            while ahead:
-                yield ahead.popleft().result()
-
-
-def fits_in_ram(nbytes: int) -> bool:
-    try:
-        import psutil
-        return nbytes <= RAM_FRACTION * psutil.virtual_memory().available
-    except ImportError:
-        return nbytes <= 1 << 30
-
-
-def read_all(images: Any, item: tuple[int, ...], chunk: int = 4096) -> np.ndarray:
-    """The whole split as one uint8 array (a memmap is read once; encoded images decoded once)."""
-    if isinstance(images, np.ndarray):
-        return np.array(images, copy=True)
-    out = np.empty((len(images),) + item, dtype=np.uint8)
-    for start in range(0, len(images), chunk):
-        out[start:start + chunk] = images[start:start + chunk]
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# Devices, precision, processes
-# ------------------------------------------------------------------------------------------------
-def pick_device(name: str, dist: "Dist") -> torch.device:
-    """auto | cpu | cuda | cuda:N | cuda:0,1 (one process uses the first; torchrun one per rank)."""
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if not name.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {name!r}")
-    if not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available; use device auto or cpu")
-    if dist.world > 1:
-        return torch.device("cuda", dist.local_rank)
-    ids = name.partition(":")[2].split(",")[0]
-    return torch.device("cuda", int(ids) if ids.strip() else 0)
-
-
-def set_threads(device: torch.device, dist: "Dist") -> int:
-    """On CPU, share the cores between the processes on this machine (unless OMP_NUM_THREADS says)."""
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // dist.local_world))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return torch.get_num_threads()
-
-
-def pick_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32. Mixed precision is for CUDA only."""
-    precision = (precision or "auto").lower()
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-@dataclass
-class Dist:
-    """This process's place under torchrun (RANK / WORLD_SIZE / LOCAL_RANK), or a world of one."""
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    local_world: int = 1
-    owns_group: bool = False
-
-    @classmethod
-    def start(cls) -> "Dist":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        owns = not torch_dist.is_initialized()
-        if owns:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            torch_dist.init_process_group(backend)
-        return cls(rank=torch_dist.get_rank(), world=torch_dist.get_world_size(),
-                   local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-                   local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), owns_group=owns)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        if self.world == 1:
-            return model
-        ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-    def sum(self, values: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            values = values.clone()
-            torch_dist.all_reduce(values)
-        return values
-
-    def any(self, flag: bool) -> bool:
-        if self.world == 1:
-            return bool(flag)
-        t = torch.tensor([1.0 if flag else 0.0],
-                         device="cuda" if torch_dist.get_backend() == "nccl" else "cpu")
-        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
-        return bool(t.item())
-
-    def broadcast_int(self, value: int) -> int:
-        if self.world == 1:
-            return int(value)
-        box = [int(value)]
-        torch_dist.broadcast_object_list(box, src=0)
-        return int(box[0])
-
-    def gather_objects(self, obj: Any) -> list[Any]:
-        if self.world == 1:
-            return [obj]
-        out: list[Any] = [None] * self.world
-        torch_dist.all_gather_object(out, obj)
-        return out
-
-    def finish(self) -> None:
-        if self.world > 1:
-            torch_dist.barrier()
-            if self.owns_group:
-                torch_dist.destroy_process_group()
-
-
-# ------------------------------------------------------------------------------------------------
-# RNG states, stored as tensors and plain numbers so resume.pt loads with weights_only=True
-# ------------------------------------------------------------------------------------------------
-def get_rng_states(generator: torch.Generator) -> dict[str, Any]:
-    np_state = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    states = {"torch": torch.get_rng_state(), "generator": generator.get_state(),
-              "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-              "python": [version, list(internal), gauss]}
-    if torch.cuda.is_available() and generator.device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(generator.device)
-    return states
-
-
-def set_rng_states(per_rank: list[dict[str, Any]], rank: int, generator: torch.Generator) -> None:
-    if rank >= len(per_rank):        # resumed with more processes than before: fresh streams
-        return
-    s = per_rank[rank]
-    torch.set_rng_state(s["torch"])
-    generator.set_state(s["generator"])
-    name, key, pos, has_gauss, cached = s["numpy"]
-    np.random.set_state((name, key.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-    version, internal, gauss = s["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in s and generator.device.type == "cuda":
-        torch.cuda.set_rng_state(s["cuda"], generator.device)
-
-
-# ------------------------------------------------------------------------------------------------
-# Logging
-# ------------------------------------------------------------------------------------------------
-def log_start(report: Reporter, config: TrainConfig, plan: Plan, pre: Preprocess, labels: list[str],
-              device: torch.device, threads: int, amp_dtype: torch.dtype | None, feed: Feeder,
-              dist: Dist, state: TrainState, augment: Any) -> None:
-    h, w = pre.input_size
-    where = f"{device}" + (f" ({threads} threads)" if device.type == "cpu" else "")
-    if dist.world > 1:
-        where += f" x {dist.world} processes"
-    precision = "fp32" if amp_dtype is None else str(amp_dtype).replace("torch.", "")
-    report.log(f"Training {config.network} on {len(feed)} images ({pre.channels}x{h}x{w}), "
-               f"{len(labels)} classes, mean {pre.use_mean}" + (f", crop {pre.crop_size}" if pre.crop_size else ""))
-    report.log(f"Batch {plan.batch} x accumulation {plan.accumulation}: {plan.iters_per_epoch} iterations "
-               f"per epoch, {plan.max_iter} in all; {config.solver_type}, learning rate "
-               f"{config.learning_rate:g} ({config.lr_policy})")
-    report.log(f"Device {where}, {precision}; data {'in memory' if feed.in_memory else 'read from disk'} "
-               f"({feed.nbytes / 1e6:.1f} MB)")
-    for note in getattr(augment, "notes", []):
-        report.log(f"Augmentation: {note}")
-    if state.iteration:
-        report.log(f"Resuming at epoch {state.epoch(plan):.3g} (iteration {state.iteration})")
-
-
-class PrintReporter(NullReporter):
-    """Progress lines on stdout, for the module entry point (and torchrun)."""
-
-    def log(self, line: str) -> None:
-        super().log(line)
-        print(line, flush=True)
-
-    def metrics(self, epoch: float, values: dict[str, float], phase: str = "train") -> None:
-        super().metrics(epoch, values, phase)
-        text = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
-        print(f"[{phase}] epoch {epoch:g}: {text}", flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m kiln.training.loop --dataset DIR --out DIR [--config JSON|FILE] [--resume]"""
-    from kiln.datasets.reader import PackedDataset
-
-    parser = argparse.ArgumentParser(prog="python -m kiln.training.loop", description=main.__doc__)
-    parser.add_argument("--dataset", required=True, help="a packed dataset's folder (with manifest.json)")
-    parser.add_argument("--out", required=True, help="folder for snapshots")
-    parser.add_argument("--config", default="{}", help="TrainConfig as JSON text or a .json file")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/resume.pt")
-    args = parser.parse_args(argv)
-    text = Path(args.config).read_text() if args.config.endswith(".json") else args.config
-    config = TrainConfig.from_dict(json.loads(text))
-    summary = train(config, PackedDataset(args.dataset), Path(args.out), PrintReporter(), resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    def rate(self) -> float | None:
+        return round(self.images / self.seconds, 1) if self.seconds > 0 else None

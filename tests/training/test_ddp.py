@@ -12,12 +12,13 @@ from kiln.training import checkpoint
 
 def test_torchrun_two_processes(tiny, tmp_path):
     out = tmp_path / "model"
-    cfg = {"network": "lenet", "train_epochs": 2, "batch_size": 6, "random_seed": 5, "lr_policy": "fixed"}
+    cfg = {"network": "lenet", "train_epochs": 2, "batch_size": 6, "random_seed": 5, "lr_policy": "fixed",
+           "device": "cpu"}                                  # also on a machine with one GPU
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "kiln.training.loop", "--dataset", str(tiny.dir), "--out", str(out), "--config", json.dumps(cfg)],
+         "-m", "kiln.training", "--dataset", str(tiny.dir), "--out", str(out), "--config", json.dumps(cfg)],
         capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()

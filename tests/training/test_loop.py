@@ -9,16 +9,23 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
+from kiln.networks.registry import NetworkInfo
 from kiln.reporting import NullReporter, Stopped
 from kiln.training import checkpoint
 from kiln.training.config import TrainConfig
-from kiln.training.loop import Dist, Plan, TrainingDiverged, epoch_order, train
+from kiln.training.distributed import Dist
+from kiln.training.loop import Plan, TrainingDiverged, epoch_order, train
 
 
 def config(**kw) -> TrainConfig:
+    # CPU always: the exact-equality tests below would differ on a GPU (cuDNN, TF32, autocast)
     base = dict(network="lenet", train_epochs=2, batch_size=8, learning_rate=0.01, random_seed=7,
-                lr_policy="fixed")
+                lr_policy="fixed", device="cpu")
     return TrainConfig(**{**base, **kw})
+
+
+def network(default_batch: int = 16, default_val_batch: int = 16) -> NetworkInfo:
+    return NetworkInfo(name="test", label="test", default_batch=default_batch, default_val_batch=default_val_batch)
 
 
 class StopAfterSnapshots(NullReporter):
@@ -84,11 +91,12 @@ def test_snapshot_files_rebuild_the_network(run):
 # -- DIGITS' iteration arithmetic -----------------------------------------------------------------
 def test_iterations_follow_digits():
     # reference 2.2: 45,002 MNIST images, batch 64, 22 epochs -> snapshot_iter_15488
-    plan = Plan.make(TrainConfig(train_epochs=22, batch_size=64), 45002, 16)
+    plan = Plan.make(TrainConfig(train_epochs=22, batch_size=64), 45002, network())
     assert (plan.iters_per_epoch, plan.max_iter) == (704, 15488)
-    plan = Plan.make(TrainConfig(train_epochs=30), 60000, 64)          # default batch = network's
+    plan = Plan.make(TrainConfig(train_epochs=30), 60000, network(64, 32))   # default batch = network's
     assert plan.max_iter == 938 * 30 and plan.display_every == 79
-    plan = Plan.make(TrainConfig(train_epochs=1, batch_size=8, batch_accumulation=3), 100, 16)
+    assert plan.val_batch == 64                                              # at least the train batch
+    plan = Plan.make(TrainConfig(train_epochs=1, batch_size=8, batch_accumulation=3), 100, network())
     assert plan.iters_per_epoch == math.ceil(100 / 24) == 5
     order = np.arange(100)
     assert [len(mb) for mb in plan.micro_batches(order, 0)] == [8, 8, 8]
@@ -96,14 +104,28 @@ def test_iterations_follow_digits():
     assert sum(len(mb) for s in range(5) for mb in plan.micro_batches(order, s)) == 100
 
 
+def test_rest_of_epoch_starts_where_a_resumed_run_left_off():
+    plan = Plan.make(TrainConfig(train_epochs=1.5, batch_size=10), 40, network())   # 4 per epoch, 6 in all
+    order = np.arange(40)
+    assert [s[0][0] for s in plan.rest_of_epoch(order, 0)] == [0, 10, 20, 30]
+    assert [s[0][0] for s in plan.rest_of_epoch(order, 3)] == [30]             # resumed mid-epoch
+    assert [s[0][0] for s in plan.rest_of_epoch(order, 4)] == [0, 10]          # the last, half epoch
+
+
 def test_intervals_in_fractional_epochs():
-    plan = Plan.make(TrainConfig(train_epochs=2, batch_size=10), 40, 16)   # 4 iterations per epoch
+    plan = Plan.make(TrainConfig(train_epochs=2, batch_size=10), 40, network())   # 4 iterations per epoch
     assert [it for it in range(1, 9) if plan.due(it, 0.5)] == [2, 4, 6, 8]
     assert [it for it in range(1, 9) if plan.due(it, 1)] == [4, 8]
     assert [it for it in range(1, 9) if plan.due(it, 0.1)] == list(range(1, 9))   # (0,1] iterations -> each
     assert not any(plan.due(it, 0) for it in range(1, 9))
-    plan = Plan.make(TrainConfig(train_epochs=1, batch_size=10), 30, 16)   # 3 per epoch, interval 0.5
+    plan = Plan.make(TrainConfig(train_epochs=1, batch_size=10), 30, network())   # 3 per epoch, interval 0.5
     assert [it for it in range(1, 4) if plan.due(it, 0.5)] == [2, 3]
+    # validations and snapshots at their intervals and always at the end; no validation without val
+    cfg = TrainConfig(train_epochs=1.5, batch_size=10, val_interval=1, snapshot_interval=0)
+    plan = Plan.make(cfg, 40, network(), has_val=True)
+    assert [it for it in range(1, 7) if plan.val_due(it)] == [4, 6]
+    assert [it for it in range(1, 7) if plan.snapshot_due(it)] == [6]
+    assert not any(Plan.make(cfg, 40, network(), has_val=False).val_due(it) for it in range(1, 7))
 
 
 def test_epoch_order_is_shuffled_reproducible_and_split_by_rank():
@@ -158,7 +180,29 @@ def test_resume_continues_exactly(tiny, tmp_path):
     assert resumed["final"] == straight["final"] and resumed["best_epoch"] == straight["best_epoch"]
 
 
-def test_early_stopping_stops_after_patience(tiny, tmp_path):
+# -- early stopping -------------------------------------------------------------------------------
+# A slow learning rate and a validation every half epoch (iterations 3, 5, 8, 10, 13, 15, 18, 20):
+# the val loss falls at every validation while the accuracy climbs to 100 % and stays there.
+SLOW = dict(train_epochs=4, learning_rate=0.0003, val_interval=0.5, snapshot_interval=0)
+
+
+def val_rows(reporter: NullReporter) -> list[tuple[float, dict[str, float]]]:
+    return [(e, v) for e, v, phase in reporter.rows if phase == "val"]
+
+
+def test_early_stopping_waits_while_val_loss_improves(tiny, tmp_path):
+    # patience 1 would stop at the second validation if a fixed count (or the wrong direction,
+    # or the accuracy) decided it
+    reporter = NullReporter()
+    summary = train(config(**SLOW, early_stopping="val_loss", early_stopping_patience=1), tiny, tmp_path, reporter)
+    losses = [v["loss"] for _, v in val_rows(reporter)]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses       # the premise
+    assert len(losses) == 8 and summary["epochs"] == 4.0 and not summary["stopped_early"]
+    assert summary["best_epoch"] == 4.0 and summary["best_val_loss"] == losses[-1]
+    assert not any("Early stopping" in line for line in reporter.lines)
+
+
+def test_early_stopping_on_val_loss_stops_after_patience(tiny, tmp_path):
     # learning rate 0: the val loss never improves after the first validation
     reporter = NullReporter()
     summary = train(config(train_epochs=30, learning_rate=0.0, early_stopping="val_loss",
@@ -166,6 +210,25 @@ def test_early_stopping_stops_after_patience(tiny, tmp_path):
     assert summary["stopped_early"] and summary["epochs"] == 3.0
     assert checkpoint.list_snapshots(tmp_path) == [1.0, 2.0, 3.0]
     assert any("Early stopping" in line for line in reporter.lines)
+
+
+def test_early_stopping_on_val_accuracy(tiny, tmp_path):
+    # the accuracy improves after the first validation, then sits at 100 %, where it cannot
+    # improve: the run must stop exactly `patience` validations after reaching it
+    patience = 2
+    reporter = NullReporter()
+    summary = train(config(**SLOW, early_stopping="val_accuracy", early_stopping_patience=patience),
+                    tiny, tmp_path, reporter)
+    rows = val_rows(reporter)
+    accuracies = [v["accuracy"] for _, v in rows]
+    best = accuracies.index(100.0)
+    assert best >= 1 and accuracies[0] < 100.0                           # the premise
+    assert accuracies[best:] == [100.0] * (patience + 1)
+    assert summary["stopped_early"] and summary["epochs"] == rows[-1][0] < 4
+    assert summary["best_epoch"] == rows[best][0] and summary["best_val_accuracy"] == 100.0
+    assert checkpoint.list_snapshots(tmp_path) == [summary["epochs"]]   # the early stop's snapshot
+    assert any("Early stopping: val_accuracy" in line for line in reporter.lines)
+    assert any(line.endswith("(early stop)") for line in reporter.lines)
 
 
 def test_keep_best(tiny, tmp_path):
