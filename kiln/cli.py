@@ -15,21 +15,23 @@ from kiln.cli_serve import add_serve_commands
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv if argv is not None else sys.argv[1:] or ["serve"])
+    argv = argv if argv is not None else sys.argv[1:] or ["serve"]
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given ``argv``, `train`'s many field options only when it is the command
+    (they come from the engine's declarations, which import torch: seconds other commands skip)."""
     parser = KilnParser(prog="kiln", description="Train image classifiers in the browser.")
     parser.set_defaults(data_dir=None)  # sub-commands leave it alone unless given after them
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve_commands(sub)
     add_job_commands(sub)
-    add_model_commands(sub)
+    add_model_commands(sub, field_options=argv is None or "train" in argv)
     return parser
 
 

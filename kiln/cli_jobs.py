@@ -9,7 +9,7 @@ from typing import Any
 
 from kiln.cli_common import bar, print_form_errors, refused, report_end, run_here, settings_of
 from kiln.config import Settings
-from kiln.datasets.spec import DatasetSpec
+from kiln.datasets.spec import ENCODINGS, RESIZE_MODES, DatasetSpec
 from kiln.jobs import actions
 from kiln.jobs.errors import UserFacingError
 from kiln.store import Job, Store
@@ -33,8 +33,8 @@ DATASET_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--channels", "resize_channels", {"type": int, "choices": [1, 3], "help": "1 grey, 3 colour (default 3)"}),
     ("--width", "resize_width", {"type": int, "help": "default 256"}),
     ("--height", "resize_height", {"type": int, "help": "default 256"}),
-    ("--resize-mode", "resize_mode", {"choices": ["squash", "crop", "fill", "half_crop"], "help": "default squash"}),
-    ("--encoding", "encoding", {"choices": ["none", "png", "jpg"], "help": "default none"}),
+    ("--resize-mode", "resize_mode", {"choices": list(RESIZE_MODES), "help": "default squash"}),
+    ("--encoding", "encoding", {"choices": list(ENCODINGS), "help": "default none"}),
     ("--seed", "seed", {"type": int, "help": "split shuffling seed"}),
 ]
 

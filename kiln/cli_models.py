@@ -8,30 +8,40 @@ from typing import Any
 
 from kiln.store import Store
 
+# Form fields with a flag of their own (besides the --<field-name> flag every declared field gets).
 TRAIN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
-    # (flag, DIGITS form field, argparse kwargs); everything else: --set field=value
     ("--name", "model_name", {"required": True, "help": "model name"}),
     ("--group", "group_name", {"help": "group name"}),
-    ("--network", "standard_networks", {"default": "lenet", "help": "lenet, alexnet, googlenet, resnet18 ..."}),
-    ("--epochs", "train_epochs", {"help": "training epochs (default 30)"}),
-    ("--lr", "learning_rate", {"help": "base learning rate; a comma list sweeps"}),
-    ("--batch-size", "batch_size", {"help": "a comma list sweeps; default: the network's"}),
-    ("--solver", "solver_type", {"help": "SGD NESTEROV ADAGRAD RMSPROP ADADELTA ADAM ADAMW"}),
-    ("--lr-policy", "lr_policy", {"help": "fixed step multistep exp inv poly sigmoid cosine"}),
-    ("--seed", "random_seed", {"help": "random seed"}),
-    ("--mean", "use_mean", {"help": "none, image or pixel"}),
-    ("--crop-size", "crop_size", {"help": "random crop in training, centre crop otherwise"}),
-    ("--snapshot-interval", "snapshot_interval", {"help": "epochs between snapshots"}),
-    ("--val-interval", "val_interval", {"help": "epochs between validations"}),
-    ("--device", "device", {"help": "auto, cpu or cuda"}),
+    ("--network", "standard_networks", {"default": "lenet"}),
 ]
+SHORT_FLAGS = {"train_epochs": "--epochs", "learning_rate": "--lr", "solver_type": "--solver",
+               "random_seed": "--seed", "use_mean": "--mean"}
 
 
-def add_model_commands(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a model (a job the web UI shows live)")
-    train.add_argument("--dataset", required=True, help="dataset job id or name")
+def _add_field_options(train: argparse.ArgumentParser) -> None:
+    """One option per declared TrainConfig field; help, choices and range from the declaration."""
+    from kiln.networks.registry import list_networks
+    from kiln.training.options import FIELDS, SWEEP_FIELDS
+
     for flag, field, kwargs in TRAIN_OPTIONS:
         train.add_argument(flag, dest=field, **kwargs)
+    train._option_string_actions["--network"].help = (
+        "one of: " + ", ".join(n.name for n in list_networks()))
+    for name, f in FIELDS.items():
+        flags = [SHORT_FLAGS[name]] if name in SHORT_FLAGS else []
+        flags.append("--" + name.replace("_", "-"))
+        help_text = f.describe() + ("; a comma list sweeps" if name in SWEEP_FIELDS else "")
+        if f.type is bool:
+            train.add_argument(*flags, dest=name, nargs="?", const="1", metavar="0|1", help=help_text)
+        else:
+            train.add_argument(*flags, dest=name, metavar=name.upper(), help=help_text)
+
+
+def add_model_commands(sub: argparse._SubParsersAction, field_options: bool = True) -> None:
+    train = sub.add_parser("train", help="train a model (a job the web UI shows live)")
+    train.add_argument("--dataset", required=True, help="dataset job id or name")
+    if field_options:
+        _add_field_options(train)
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="any other model form field, e.g. --set aug_flip=fliplr --set momentum=0.9")
     train.add_argument("--recipe", action="store_true",
@@ -61,8 +71,10 @@ def form_from_args(args: argparse.Namespace, dataset_id: str) -> dict[str, Any]:
     form: dict[str, Any] = {"dataset": dataset_id, "method": "standard"}
     if args.recipe:
         form.update(RECIPES.get(args.standard_networks, {}))
-    for _, field, _ in TRAIN_OPTIONS:
-        value = getattr(args, field)
+    from kiln.training.options import FIELDS
+
+    for field in [f for _, f, _ in TRAIN_OPTIONS] + list(FIELDS):
+        value = getattr(args, field, None)
         if value is not None:
             form[field] = str(value)
     for item in args.set:

@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-MEAN_MODES = ("none", "image", "pixel")
+from kiln.fields import Field
+
+# How the mean is subtracted (implemented by Preprocess below), with the labels forms show.
+MEAN_MODES = {"none": "None", "image": "Image", "pixel": "Pixel"}
+FIELDS = {f.name: f for f in (
+    Field("use_mean", "Subtract mean", str, "subtract the dataset's mean image or mean pixel", choices=MEAN_MODES),
+    Field("crop_size", "Crop size", int, "random crop in training, centre crop otherwise (blank: no crop)",
+          low=1, optional=True),
+)}
 Source = str | Path | bytes
 
 
@@ -41,7 +49,7 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if self.use_mean not in MEAN_MODES:
-            raise ValueError(f"use_mean must be one of {MEAN_MODES}, not {self.use_mean!r}")
+            raise ValueError(f"use_mean must be one of {tuple(MEAN_MODES)}, not {self.use_mean!r}")
         if self.use_mean != "none":
             if self.mean is None:
                 raise ValueError(f"use_mean={self.use_mean!r} needs the dataset's mean")

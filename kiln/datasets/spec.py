@@ -57,9 +57,10 @@ class DatasetSpec:
 # ---------------------------------------------------------------- validation (cheap checks only)
 
 MAX_SIDE = 4096
-RESIZE_MODES = ("squash", "crop", "fill", "half_crop")
+# Implemented by kiln.datasets.images (resize, encode); labels are what forms show.
+RESIZE_MODES = {"squash": "Squash", "crop": "Crop", "fill": "Fill", "half_crop": "Half crop, half fill"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
-ENCODINGS = ("none", "png", "jpg")
+ENCODINGS = {"none": "None (raw, fastest to train)", "png": "PNG (lossless)", "jpg": "JPEG (lossy, 90% quality)"}
 METHODS = ("folder", "textfile")
 ROOTS_SETTING = "KILN_DATA_ROOTS (--data-roots)"
 

@@ -9,52 +9,57 @@ from typing import Any
 
 from kiln.config import Settings
 from kiln.store import Store
-from kiln.training.config import TrainConfig
 from kiln.forms import FormErrors, coerce
+from kiln.training.config import TrainConfig
+from kiln.training.options import FIELDS, SWEEP_FIELDS, field_errors
 
-LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid", "cosine")
-MEANS = ("none", "image", "pixel")
-FLIPS = ("none", "fliplr", "flipud", "fliplrud")
-QUAD = ("none", "rot90", "rot180", "rotall")
-STOPPING = ("none", "val_loss", "val_accuracy")
-RANGES = {"aug_rot": (0, 180), "aug_scale": (0, 1), "aug_noise": (0, 1), "aug_contrast": (0, 5),
-          "aug_hsv_h": (0, 0.5), "aug_hsv_s": (0, 0.5), "aug_hsv_v": (0, 0.5), "aug_invert": (0, 1)}
-
+MAX_SWEEP_JOBS = 64  # one form creates at most this many jobs (learning rates x batch sizes)
 
 def _list(name: str, raw: Any, kind: type, errors: dict[str, list[str]]) -> list[Any]:
-    """A comma list (DIGITS sweeps over learning_rate and batch_size)."""
+    """A comma list (DIGITS sweeps over learning_rate and batch_size); each value checked later."""
     text = str(raw or "").strip()
     if not text:
         return [None]
     values = []
     for part in text.split(","):
         try:
-            value = kind(float(part)) if kind is int else kind(part)
-        except ValueError:
+            number = float(part)
+            if kind is int and not number.is_integer():
+                raise ValueError(part)
+            values.append(kind(number))
+        except (ValueError, OverflowError):
             errors.setdefault(name, []).append(f"Not a valid number: {part.strip()!r}.")
-            continue
-        if value <= 0:
-            errors.setdefault(name, []).append(f"Must be greater than 0, got {part.strip()}.")
-        values.append(value)
+    if len(values) > MAX_SWEEP_JOBS:
+        errors.setdefault(name, []).append(f"At most {MAX_SWEEP_JOBS} values in a sweep.")
+        return [None]
     return values or [None]
 
 
+def _parse_fields(form: dict[str, Any], errors: dict[str, list[str]]) -> dict[str, Any]:
+    """Typed values of the declared fields present in the form (blank: the default)."""
+    base: dict[str, Any] = {}
+    for name, f in FIELDS.items():
+        if name in SWEEP_FIELDS or name not in form:
+            continue
+        if str(form[name]).strip() == "" and not f.optional:
+            continue
+        value = coerce(name, form[name], f.type.__name__ + (" | None" if f.optional else ""), errors)
+        if value is not None or f.optional:
+            base[name] = value
+    return base
+
+
 def configs_from_form(form: dict[str, Any], store: Store, settings: Settings) -> tuple[dict[str, Any], list[TrainConfig]]:
-    """Validate the form; returns the common values (name, dataset...) and one config per sweep point."""
+    """Validate the form; returns the common values (name, dataset...) and one config per sweep point.
+
+    Every config passes the engine's own check (kiln.training.options.check_config), so a job is
+    never created with a value training would refuse.
+    """
     from kiln.networks.registry import get_network_info, list_networks
-    from kiln.training.solvers import SOLVERS
 
     errors: dict[str, list[str]] = {}
     common = _common(form, store, errors)
-    base: dict[str, Any] = {}
-    hints = TrainConfig.__annotations__  # strings ("int | None"): coerce reads them as text
-    skip = {"learning_rate", "batch_size", "network", "extra"}
-    for name in hints:
-        if name in skip or name not in form or str(form[name]).strip() == "" and name not in ("random_seed", "crop_size", "weight_decay"):
-            continue
-        value = coerce(name, form[name], hints[name], errors)
-        if value is not None or name in ("random_seed", "crop_size", "weight_decay"):
-            base[name] = value
+    base = _parse_fields(form, errors)
     method = str(form.get("method", "standard"))
     network = str(form.get("standard_networks") or form.get("network") or "")
     if method != "standard":
@@ -64,26 +69,36 @@ def configs_from_form(form: dict[str, Any], store: Store, settings: Settings) ->
         errors.setdefault("standard_networks", []).append(f"Pick one of: {', '.join(names)}.")
     else:
         base["network"] = network
-    _check_choices(base, errors, SOLVERS)
-    _check_numbers(base, errors, common.get("dataset_spec"))
     lrs = _list("learning_rate", form.get("learning_rate", "0.01"), float, errors)
     batches = _list("batch_size", form.get("batch_size", ""), int, errors)
-    if network in names and base.get("crop_size") and common.get("dataset_spec"):
-        spec = common["dataset_spec"]
-        if base["crop_size"] > min(int(spec["resize_width"]), int(spec["resize_height"])):
-            errors.setdefault("crop_size", []).append(
-                f"Must not exceed the image size ({spec['resize_width']}x{spec['resize_height']}).")
-    if errors:
-        raise FormErrors(errors)
+    _check_crop(base, common.get("dataset_spec"), errors)
+    if len(lrs) * len(batches) > MAX_SWEEP_JOBS:
+        errors.setdefault("learning_rate", []).append(
+            f"A sweep creates at most {MAX_SWEEP_JOBS} jobs; this one asks for {len(lrs) * len(batches)}.")
+        lrs, batches = lrs[:1], batches[:1]
     configs = []
     for lr, bs in itertools.product(lrs, batches):
         values = dict(base)
         if lr is not None:
             values["learning_rate"] = lr
-        values["batch_size"] = bs if bs is not None else get_network_info(network).default_batch
-        configs.append(TrainConfig.from_dict(values))
+        if network in names:
+            values["batch_size"] = bs if bs is not None else get_network_info(network).default_batch
+        config = TrainConfig.from_dict(values)
+        for field, messages in field_errors(config).items():
+            if field not in errors:
+                errors[field] = messages
+        configs.append(config)
+    if errors:
+        raise FormErrors(errors)
     common["sweep"] = [(lr, bs) for lr, bs in itertools.product(lrs, batches)] if len(configs) > 1 else []
     return common, configs
+
+
+def _check_crop(base: dict[str, Any], spec: dict[str, Any] | None, errors: dict[str, list[str]]) -> None:
+    crop = base.get("crop_size")
+    if crop and spec and crop > min(int(spec["resize_width"]), int(spec["resize_height"])):
+        errors.setdefault("crop_size", []).append(
+            f"Must not exceed the image size ({spec['resize_width']}x{spec['resize_height']}).")
 
 
 def _common(form: dict[str, Any], store: Store, errors: dict[str, list[str]]) -> dict[str, Any]:
@@ -101,43 +116,6 @@ def _common(form: dict[str, Any], store: Store, errors: dict[str, list[str]]) ->
         spec = dataset.params.get("spec", {})
     return {"model_name": name, "group_name": str(form.get("group_name", "")).strip(),
             "dataset_id": dataset_id, "dataset_spec": spec}
-
-
-def _check_choices(base: dict[str, Any], errors: dict[str, list[str]], solvers: tuple[str, ...]) -> None:
-    choices = {"solver_type": solvers, "lr_policy": LR_POLICIES, "use_mean": MEANS, "aug_flip": FLIPS,
-               "aug_quad_rot": QUAD, "early_stopping": STOPPING}
-    for field, allowed in choices.items():
-        if field in base and base[field] not in allowed:
-            errors.setdefault(field, []).append(f"Pick one of: {', '.join(allowed)}.")
-    device = str(base.get("device", "auto"))
-    if not (device in ("auto", "cpu") or device.startswith("cuda")):
-        errors.setdefault("device", []).append("Use auto, cpu, cuda or cuda:0,1.")
-    multistep = str(base.get("lr_multistep_values", "50,85"))
-    try:
-        steps = [float(v) for v in multistep.split(",") if v.strip()]
-        if not steps or any(not 0 < v <= 100 for v in steps):
-            raise ValueError
-    except ValueError:
-        errors.setdefault("lr_multistep_values", []).append("A comma list of percentages in (0, 100], e.g. 50,85.")
-
-
-def _check_numbers(base: dict[str, Any], errors: dict[str, list[str]], spec: dict[str, Any] | None) -> None:
-    def need(field: str, ok: bool, message: str) -> None:
-        if field in base and base[field] is not None and not ok:
-            errors.setdefault(field, []).append(message)
-
-    need("train_epochs", (base.get("train_epochs") or 0) > 0, "Must be greater than 0.")
-    need("snapshot_interval", (base.get("snapshot_interval") or 0) >= 0, "Must be 0 or more.")
-    need("val_interval", (base.get("val_interval") or 0) >= 0, "Must be 0 or more.")
-    need("batch_accumulation", (base.get("batch_accumulation") or 0) >= 1, "Must be 1 or more.")
-    need("random_seed", (base.get("random_seed") or 0) >= 0, "Must be 0 or more.")
-    need("crop_size", (base.get("crop_size") or 1) >= 1, "Must be 1 or more.")
-    need("momentum", 0 <= (base.get("momentum") or 0) < 1, "Must be in [0, 1).")
-    need("weight_decay", (base.get("weight_decay") or 0) >= 0, "Must be 0 or more.")
-    need("early_stopping_patience", (base.get("early_stopping_patience") or 0) >= 1, "Must be 1 or more.")
-    for field, (lo, hi) in RANGES.items():
-        value = base.get(field)
-        need(field, value is None or lo <= value <= hi, f"Must be between {lo} and {hi}.")
 
 
 def create_model_jobs(form: dict[str, Any], store: Store, settings: Settings, username: str) -> list[str]:

@@ -12,33 +12,43 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from kiln.fields import Field
+
 from .config import TrainConfig
 
-FLIPS = ("none", "fliplr", "flipud", "fliplrud")
+# The augmentations this module implements, with the labels and ranges forms show
+# (the ranges are DIGITS' form bounds).
+FLIPS = {"none": "None", "fliplr": "Horizontal", "flipud": "Vertical", "fliplrud": "Horizontal and/or vertical"}
+QUARTER_TURN_LABELS = {"none": "None", "rot90": "0, 90 or 270 degrees", "rot180": "0 or 180 degrees",
+                       "rotall": "0, 90, 180 or 270 degrees"}
 QUARTER_TURNS = {"none": (0,), "rot90": (0, 1, 3), "rot180": (0, 2), "rotall": (0, 1, 2, 3)}
+FIELDS = {f.name: f for f in (
+    Field("aug_flip", "Flipping", str, "random flips", choices=FLIPS),
+    Field("aug_quad_rot", "Quadrilateral rotation", str, "random quarter turns", choices=QUARTER_TURN_LABELS),
+    Field("aug_rot", "Rotation (± degrees)", float, "random rotation, degrees either way", low=0, high=180),
+    Field("aug_scale", "Rescale (stddev)", float, "stddev of the random rescale factor", low=0, high=1),
+    Field("aug_noise", "Noise (stddev)", float, "stddev of gaussian noise on [0, 1] pixels", low=0, high=1),
+    Field("aug_contrast", "Contrast (factor)", float, "contrast factor drawn from U[1-f, 1+f]", low=0, high=5),
+    Field("aug_invert", "Invert (probability)", float, "probability of inverting an image (255 - x)",
+          low=0, high=1),
+    Field("aug_hsv_use", "HSV shifting", bool, "random hue/saturation/value shifts (colour images)"),
+    Field("aug_hsv_h", "Hue", float, "HSV: hue shift stddev", low=0, high=0.5),
+    Field("aug_hsv_s", "Saturation", float, "HSV: saturation shift stddev", low=0, high=0.5),
+    Field("aug_hsv_v", "Value", float, "HSV: value shift stddev", low=0, high=0.5),
+)}
 
-# field: (lowest, highest) allowed, as DIGITS' form bounded them
-_RANGES = {"aug_rot": (0, 180), "aug_scale": (0, 1), "aug_noise": (0, 1), "aug_contrast": (0, 5),
-           "aug_hsv_h": (0, 0.5), "aug_hsv_s": (0, 0.5), "aug_hsv_v": (0, 0.5), "aug_invert": (0, 1)}
 
-
-def check_config(config: TrainConfig) -> None:
-    """Raise ValueError naming the augmentation field that is out of range."""
-    if config.aug_flip not in FLIPS:
-        raise ValueError(f"aug_flip must be one of {', '.join(FLIPS)}; got {config.aug_flip!r}")
-    if config.aug_quad_rot not in QUARTER_TURNS:
-        raise ValueError(f"aug_quad_rot must be one of {', '.join(QUARTER_TURNS)}; got {config.aug_quad_rot!r}")
-    for name, (low, high) in _RANGES.items():
-        value = getattr(config, name)
-        if not low <= value <= high:
-            raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+def check_augmentations(config: TrainConfig) -> None:
+    """Raise FieldError naming the augmentation field that is out of range."""
+    for name, f in FIELDS.items():
+        f.check(getattr(config, name))
 
 
 class Augmenter:
     """``Augmenter(config, channels)(batch, generator)`` returns an augmented copy of the batch."""
 
     def __init__(self, config: TrainConfig, channels: int) -> None:
-        check_config(config)
+        check_augmentations(config)
         c = config
         self.flip_lr = c.aug_flip in ("fliplr", "fliplrud")
         self.flip_ud = c.aug_flip in ("flipud", "fliplrud")

@@ -11,9 +11,48 @@ from typing import Any, Mapping
 
 import torch
 
+from kiln.fields import Field, FieldError
+
 from .config import TrainConfig
 
-POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid", "cosine")
+# The policies this module implements (_percent_rate, lr_at), with the labels forms show.
+POLICIES = {
+    "fixed": "Fixed",
+    "step": "Step down",
+    "multistep": "Step down (arbitrary steps)",
+    "exp": "Exponential decay",
+    "inv": "Inverse decay",
+    "poly": "Polynomial decay",
+    "sigmoid": "Sigmoid decay",
+    "cosine": "Cosine (kiln)",
+}
+
+
+def _multistep_problem(value: str) -> str | None:
+    try:
+        steps = parse_multistep(value)
+    except ValueError as exc:
+        return str(exc)
+    return None if all(0 < v <= 100 for v in steps) else "A comma list of percentages in (0, 100], e.g. 50,85."
+
+
+# Each policy's parameters; positions and sizes are percentages of training, as in DIGITS.
+FIELDS = {f.name: f for f in (
+    Field("lr_policy", "Policy", str, "learning rate policy", choices=POLICIES),
+    Field("lr_step_size", "Step size (% of training)", float, "step: percent of training between drops",
+          low=0, low_open=True),
+    Field("lr_step_gamma", "Gamma (step)", float, "step: factor at each drop", low=0),
+    Field("lr_multistep_values", "Step values (% list)", str, "multistep: comma list of percentages",
+          extra_check=_multistep_problem),
+    Field("lr_multistep_gamma", "Gamma (multistep)", float, "multistep: factor at each step", low=0),
+    Field("lr_exp_gamma", "Gamma (exp)", float, "exp: factor per percent of training", low=0),
+    Field("lr_inv_gamma", "Gamma (inv)", float, "inv: gamma", low=0),
+    Field("lr_inv_power", "Power (inv)", float, "inv: power", low=0),
+    Field("lr_poly_power", "Power (poly)", float, "poly: power", low=0),
+    Field("lr_sigmoid_step", "Step (sigmoid, %)", float, "sigmoid: midpoint, percent of training",
+          low=0, high=100),
+    Field("lr_sigmoid_gamma", "Gamma (sigmoid)", float, "sigmoid: steepness", low=-1000, high=1000),
+)}
 
 
 def parse_multistep(values: str | list[float] | tuple[float, ...]) -> list[float]:
@@ -30,19 +69,10 @@ def parse_multistep(values: str | list[float] | tuple[float, ...]) -> list[float
     return steps
 
 
-def check_config(config: TrainConfig) -> None:
-    """Raise ValueError naming the field for values the policy cannot use."""
-    c = config
-    if c.lr_policy not in POLICIES:
-        raise ValueError(f"lr_policy must be one of {', '.join(POLICIES)}; got {c.lr_policy!r}")
-    if c.lr_policy == "step" and not c.lr_step_size > 0:
-        raise ValueError(f"lr_step_size must be a positive percentage, got {c.lr_step_size!r}")
-    if c.lr_policy == "multistep":
-        parse_multistep(c.lr_multistep_values)
-    if c.lr_policy == "exp" and not c.lr_exp_gamma >= 0:
-        raise ValueError(f"lr_exp_gamma must not be negative, got {c.lr_exp_gamma!r}")
-    if c.lr_policy == "inv" and not c.lr_inv_gamma >= 0:
-        raise ValueError(f"lr_inv_gamma must not be negative, got {c.lr_inv_gamma!r}")
+def check_policy(config: TrainConfig) -> None:
+    """Raise FieldError naming the field for values the policies cannot use."""
+    for name, f in FIELDS.items():
+        f.check(getattr(config, name))
 
 
 def _sigmoid_decay(lr: float, z: float) -> float:
@@ -76,7 +106,7 @@ def lr_at(config: TrainConfig, iteration: int, max_iter: int) -> float:
     An iteration is one optimizer step (Caffe's ``iter``, which counts ``iter_size`` batches once).
     """
     c, lr, it = config, config.learning_rate, iteration
-    check_config(c)
+    check_policy(c)
     scale = max(max_iter, 1) / 100
     if c.lr_policy == "step":
         stepsize = max(1, math.ceil(c.lr_step_size * scale))
@@ -97,8 +127,7 @@ def lr_at(config: TrainConfig, iteration: int, max_iter: int) -> float:
     return _percent_rate(c, lr, 100 * it / max(max_iter, 1))
 
 
-_FLOAT_FIELDS = ("lr_step_size", "lr_step_gamma", "lr_multistep_gamma", "lr_exp_gamma", "lr_inv_gamma",
-                 "lr_inv_power", "lr_poly_power", "lr_sigmoid_step", "lr_sigmoid_gamma")
+_FLOAT_FIELDS = tuple(name for name, f in FIELDS.items() if f.type is float)
 
 
 def _float(params: Mapping[str, Any], name: str, default: float) -> float:
@@ -108,9 +137,9 @@ def _float(params: Mapping[str, Any], name: str, default: float) -> float:
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        raise FieldError(name, f"Must be a number, got {raw!r}.") from None
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {raw!r}")
+        raise FieldError(name, f"Must be a finite number, got {raw!r}.")
     return value
 
 
@@ -119,9 +148,9 @@ def _learning_rates(raw: Any) -> list[float]:
     try:
         rates = [float(v) for v in items if str(v).strip()]
     except (TypeError, ValueError):
-        raise ValueError(f"learning_rate must be comma-separated numbers, got {raw!r}") from None
+        raise FieldError("learning_rate", f"Must be comma-separated numbers, got {raw!r}.") from None
     if not rates or any(not math.isfinite(r) or r < 0 for r in rates):
-        raise ValueError(f"learning_rate must be one or more non-negative numbers, got {raw!r}")
+        raise FieldError("learning_rate", f"Must be one or more non-negative numbers, got {raw!r}.")
     return rates
 
 
@@ -137,7 +166,7 @@ def preview(params: Mapping[str, Any], points: int = 101) -> list[list]:
         setattr(config, name, _float(params, name, getattr(defaults, name)))
     steps = params.get("lr_multistep_values") or defaults.lr_multistep_values
     config.lr_multistep_values = steps if isinstance(steps, str) else ",".join(map(str, steps))
-    check_config(config)
+    check_policy(config)
     rates = _learning_rates(params.get("learning_rate", defaults.learning_rate))
     xs = [100 * k / (points - 1) for k in range(points)] if points > 1 else [0.0]
     return [[f"Learning Rate {n}"] + [_percent_rate(config, lr, i) for i in xs] for n, lr in enumerate(rates)]
@@ -165,7 +194,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     closure, so ``state_dict()`` holds only numbers (safe for ``torch.load(weights_only=True)``).
     To resume, load the optimizer's state, build the scheduler, then ``load_state_dict``.
     """
-    check_config(config)
+    check_policy(config)
     base = config.learning_rate
 
     def factor(iteration: int) -> float:

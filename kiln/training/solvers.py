@@ -16,9 +16,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from kiln.fields import Field, FieldError
+
 from .config import TrainConfig
 
-SOLVERS = ("SGD", "NESTEROV", "ADAGRAD", "RMSPROP", "ADADELTA", "ADAM", "ADAMW")
+# The solvers kiln implements (make_optimizer below), with the labels forms show.
+SOLVERS = {
+    "SGD": "Stochastic gradient descent (SGD)",
+    "NESTEROV": "Nesterov's accelerated gradient",
+    "ADAGRAD": "Adaptive gradient (AdaGrad)",
+    "RMSPROP": "RMSprop",
+    "ADADELTA": "AdaDelta",
+    "ADAM": "Adam",
+    "ADAMW": "AdamW (decoupled weight decay)",
+}
+FIELDS = {f.name: f for f in (
+    Field("solver_type", "Solver type", str, "optimizer", choices=SOLVERS),
+    Field("learning_rate", "Base learning rate", float, "base learning rate", low=0),
+    Field("momentum", "Momentum", float, "SGD/Nesterov momentum, Adam's beta1, AdaDelta's rho",
+          low=0, high=1, high_open=True),
+    Field("weight_decay", "Weight decay", float, "L2 weight decay (blank: learning rate / 100, as DIGITS)",
+          low=0, optional=True),
+    Field("rms_decay", "RMS decay", float, "RMSprop's decay of the squared-gradient average",
+          low=0, high=1, high_open=True),
+)}
 EPS = 1e-8
 
 
@@ -32,19 +53,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-def _check(config: TrainConfig) -> None:
-    if config.solver_type not in SOLVERS:
-        raise ValueError(f"solver_type must be one of {', '.join(SOLVERS)}; got {config.solver_type!r}")
-    if not config.learning_rate >= 0:
-        raise ValueError(f"learning_rate must not be negative, got {config.learning_rate!r}")
-    if not 0 <= config.momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {config.momentum!r}")
+def check_solver(config: TrainConfig) -> None:
+    """Raise FieldError for solver settings make_optimizer cannot use."""
+    for name, f in FIELDS.items():
+        f.check(getattr(config, name))
     if config.solver_type == "NESTEROV" and config.momentum == 0:
-        raise ValueError("momentum must be above 0 for the NESTEROV solver")
-    if not 0 <= config.rms_decay < 1:
-        raise ValueError(f"rms_decay must be in [0, 1), got {config.rms_decay!r}")
-    if not config.effective_weight_decay >= 0:
-        raise ValueError(f"weight_decay must not be negative, got {config.weight_decay!r}")
+        raise FieldError("momentum", "Must be above 0 for the NESTEROV solver.")
 
 
 # optimizers whose fused kernel is known to be faster than foreach, per device type (CPU measured)
@@ -63,7 +77,7 @@ def _build(cls: type[torch.optim.Optimizer], groups: list[dict[str, Any]], **kwa
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``config.solver_type``; build it after moving the model to its device."""
-    _check(config)
+    check_solver(config)
     groups = param_groups(model, config.effective_weight_decay)
     lr, momentum, kind = config.learning_rate, config.momentum, config.solver_type
     if kind in ("SGD", "NESTEROV"):

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
 from kiln.datasets.spec import DatasetSpec
+from kiln.datasets.spec import ENCODINGS, RESIZE_MODES
 from kiln.store import new_job_id
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
 from kiln.forms import FormErrors
@@ -30,7 +31,8 @@ def new_dataset(request: Request, store: StoreDep, user: UserDep, clone: str | N
 
 def _form_page(request: Request, values: dict[str, Any], errors: dict[str, list[str]], status: int) -> Response:
     return request.app.state.templates.TemplateResponse(
-        request, "dataset_new.html", {"v": values, "errors": errors, "user": request.cookies.get("username")},
+        request, "dataset_new.html", {"v": values, "errors": errors, "user": request.cookies.get("username"),
+                                      "resize_modes": list(RESIZE_MODES.items()), "encodings": list(ENCODINGS.items())},
         status_code=status)
 
 

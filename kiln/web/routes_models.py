@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
 from kiln.jobs.model_form import RECIPES, create_model_jobs
-from kiln.store import Store
+from kiln.store import Job, Store
 from kiln.training.config import TrainConfig
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
 from kiln.forms import FormErrors
@@ -23,7 +23,7 @@ router = APIRouter(tags=["models"])
 
 
 # -- creating -------------------------------------------------------------------------------------
-def _datasets(store: Store) -> list[dict[str, Any]]:
+def _datasets(store: Store) -> list[Job]:
     return [d for d in store.list_jobs("dataset") if d.status not in ("Error", "Aborted")]
 
 
@@ -46,13 +46,35 @@ def new_model(request: Request, store: StoreDep, user: UserDep, clone: str | Non
 
 def _form_page(request: Request, store: Store, values: dict[str, Any], errors: dict[str, list[str]],
                status: int) -> Response:
+    from kiln.training.options import DEVICES, FIELDS
+
+    datasets = _datasets(store)
+    if not values.get("dataset") and len(datasets) == 1:
+        values = {**values, "dataset": datasets[0].id}  # nothing to choose: preselect it
     return request.app.state.templates.TemplateResponse(request, "model_new.html", {
-        "v": values, "errors": errors, "datasets": _datasets(store), "networks": _networks(), "recipes": RECIPES,
+        "v": values, "errors": errors, "datasets": datasets, "networks": _networks(), "recipes": RECIPES,
+        "F": FIELDS, "devices": list(DEVICES.items()),
         "user": request.cookies.get("username")}, status_code=status)
 
 
-@router.post("/models/images/classification.json")
-@router.post("/models/images/classification")
+def _model_form_body() -> dict[str, Any]:
+    """OpenAPI request body of the model form, from the fields' declarations."""
+    from kiln.networks.registry import list_networks
+    from kiln.training.options import form_schema
+
+    schema = form_schema({
+        "dataset": {"type": "string", "description": "dataset job id"},
+        "model_name": {"type": "string"}, "group_name": {"type": "string"},
+        "method": {"type": "string", "enum": ["standard"]},
+        "standard_networks": {"type": "string", "enum": [n.name for n in list_networks()]},
+    })
+    schema["required"] = ["dataset", "model_name", "standard_networks"]
+    content = {kind: {"schema": schema} for kind in ("multipart/form-data", "application/x-www-form-urlencoded")}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+@router.post("/models/images/classification.json", openapi_extra=_model_form_body())
+@router.post("/models/images/classification", openapi_extra=_model_form_body())
 async def create_model(request: Request, store: StoreDep, settings: SettingsDep, user: UserDep) -> Response:
     form = {k: v for k, v in (await request.form()).items()}
     try:
