@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["AtomicFile", "atomic_path", "atomic_write_bytes", "atomic_write_json",
-           "atomic_write_text", "fsync_dir"]
+           "atomic_write_text", "fsync_dir", "remove_leftover_temps"]
+
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what _create_temp names
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -50,6 +53,17 @@ def _create_temp(path: Path) -> tuple[Path, int]:
 def _publish(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def remove_leftover_temps(folder: str | Path) -> list[Path]:
+    """Remove the temp files a killed writer left in `folder` (a normal failure removes its own).
+    Only for a folder that nothing else is writing to, e.g. a job's folder as its job starts."""
+    removed = []
+    for path in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        if _TEMP_NAME.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 class AtomicFile:

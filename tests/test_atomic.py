@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from kiln import atomic
-from kiln.atomic import AtomicFile, atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from kiln.atomic import (
+    AtomicFile,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    remove_leftover_temps,
+)
 
 
 def test_writes_complete_content_and_leave_no_temp(tmp_path: Path) -> None:
@@ -114,3 +121,13 @@ def test_file_then_folder_are_fsynced_around_the_rename(tmp_path: Path, monkeypa
     write(tmp_path / "out")
     assert events == ["fsync file", "replace", "fsync folder"]
     assert "x" in (tmp_path / "out").read_text()
+
+
+def test_leftovers_of_a_killed_writer_can_be_removed(tmp_path: Path) -> None:
+    stream = AtomicFile(tmp_path / "train.u8")  # never committed nor discarded: the process died
+    stream.file.write(b"half")
+    stream.file.close()
+    (tmp_path / ".hidden.tmp").write_text("not ours")
+    (tmp_path / "keep.u8").write_text("done")
+    assert remove_leftover_temps(tmp_path) == [stream.tmp]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden.tmp", "keep.u8"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.atomic import AtomicFile, atomic_write_bytes, atomic_write_json, atomic_write_text
+from kiln.atomic import AtomicFile, atomic_write_bytes, atomic_write_json, atomic_write_text, remove_leftover_temps
 from kiln.datasets.images import encode_image
 
 MANIFEST = "manifest.json"
@@ -105,8 +105,10 @@ def read_manifest(job_dir: str | Path) -> dict[str, Any] | None:
 
 
 def mark_incomplete(job_dir: Path) -> None:
-    """Called before a build writes anything: until write_manifest, the folder is not a dataset."""
+    """Called before a build writes anything: until write_manifest, the folder is not a dataset.
+    Also drops what a killed earlier build left half written."""
     PackedFiles(job_dir).manifest.unlink(missing_ok=True)
+    remove_leftover_temps(job_dir)
 
 
 def write_manifest(job_dir: Path, manifest: dict[str, Any]) -> None:

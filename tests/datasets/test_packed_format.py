@@ -67,6 +67,16 @@ def test_the_manifest_marks_a_dataset_complete(tmp_path: Path) -> None:
     assert fmt.is_complete(job) and fmt.read_manifest(job) == {"labels": ["a", "b"]}
 
 
+def test_a_build_removes_what_a_killed_build_left(tmp_path: Path) -> None:
+    from kiln.atomic import AtomicFile
+    root = make_classes(tmp_path / "d", {"a": 3, "b": 3})
+    job = tmp_path / "job"
+    job.mkdir()
+    AtomicFile(fmt.PackedFiles(job).raw("train")).file.close()  # the process died before commit
+    build_dataset(folder_spec(root), job, NullReporter(), workers=1)
+    assert not list(job.glob(".*"))
+
+
 def test_the_manifest_is_written_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_classes(tmp_path / "d", {"a": 3, "b": 3})
     job = tmp_path / "job"
