@@ -10,6 +10,7 @@ Each round prints its ratio, the CPUs each side got and the load average; the be
 tabled (other load on a shared machine only slows a side down), plus the peak resident memory
 of the build (parent + worker processes, sampled every 100 ms) for 10,000 against 70,000 images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kiln.datasets.pack import build_dataset  # noqa: E402
-from kiln.datasets.spec import DatasetSpec  # noqa: E402
-from kiln.datasets.stdsets import write_mnist  # noqa: E402
-from kiln.reporting import NullReporter  # noqa: E402
-
 from docs_section import replace_section  # bench/ is on sys.path when a bench runs
+
+from kiln.datasets.pack import build_dataset
+from kiln.datasets.spec import DatasetSpec
+from kiln.datasets.stdsets import write_mnist
+from kiln.reporting import NullReporter
 
 
 class PeakRSS:
@@ -68,7 +69,7 @@ class PeakRSS:
             self._sample()
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._cpu0 = time.process_time()
         self._thread.start()
         return self
@@ -104,11 +105,19 @@ def baseline(paths: list[str]) -> tuple[float, float]:
 
 
 def spec_for(root: Path, per_class: int | None) -> DatasetSpec:
-    return DatasetSpec(dataset_name="bench", folder_train=str(root / "train"), folder_pct_val=25,
-                       folder_train_max_per_class=per_class, has_test_folder=True,
-                       folder_test=str(root / "test"),
-                       folder_test_max_per_class=per_class // 9 if per_class else None,
-                       resize_channels=1, resize_width=28, resize_height=28, encoding="none")
+    return DatasetSpec(
+        dataset_name="bench",
+        folder_train=str(root / "train"),
+        folder_pct_val=25,
+        folder_train_max_per_class=per_class,
+        has_test_folder=True,
+        folder_test=str(root / "test"),
+        folder_test_max_per_class=per_class // 9 if per_class else None,
+        resize_channels=1,
+        resize_width=28,
+        resize_height=28,
+        encoding="none",
+    )
 
 
 def kiln_build(spec: DatasetSpec, job_dir: Path, workers: int) -> tuple[float, int, PeakRSS]:
@@ -142,10 +151,12 @@ def run_round(paths: list[str], root: Path, job_dir: Path, workers: int) -> Roun
     split_wall, split_cpu = split_baseline(paths, workers)
     seconds, count, rss = kiln_build(spec_for(root, None), job_dir, workers)
     assert count == len(paths), (count, len(paths))
-    print(f"round: baseline {base_wall:.2f} s ({base_cpu / base_wall:.2f} CPUs busy), plain loop in {workers} "
-          f"processes {split_wall:.2f} s ({base_wall / split_wall:.2f}x), kiln {seconds:.2f} s "
-          f"({rss.cpu / seconds:.2f} CPUs busy), ratio {base_wall / seconds:.2f}x, load average {load:.1f}",
-          flush=True)
+    print(
+        f"round: baseline {base_wall:.2f} s ({base_cpu / base_wall:.2f} CPUs busy), plain loop in {workers} "
+        f"processes {split_wall:.2f} s ({base_wall / split_wall:.2f}x), kiln {seconds:.2f} s "
+        f"({rss.cpu / seconds:.2f} CPUs busy), ratio {base_wall / seconds:.2f}x, load average {load:.1f}",
+        flush=True,
+    )
     return base_wall, base_cpu, seconds, rss, load, split_wall, split_cpu
 
 
@@ -160,7 +171,8 @@ def section(rounds: list[Round], small: tuple[float, int, PeakRSS], n: int, args
         return f"| {name} | {count:,} | {wall:.2f} | {count / wall:,.0f} | {cpu:.2f} | {cpu / wall:.2f} | {peak} |"
 
     lines = [
-        "## Dataset creation", "",
+        "## Dataset creation",
+        "",
         f"Command: `python bench/bench_dataset.py --workers {args.workers} --rounds {args.rounds} --write-docs` "
         f"on {platform.machine()} with {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
         f"Pillow {Image.__version__}, NumPy {np.__version__}. The 70,000 MNIST PNGs (28x28 grey; "
@@ -169,27 +181,36 @@ def section(rounds: list[Round], small: tuple[float, int, PeakRSS], n: int, args
         "`build_dataset` on the train and test folders (25 % val split, grey 28x28, squash, encoding none), "
         "which also walks the folders, splits, writes the lists, the arrays, the labels and the mean. "
         "Both sides alternate in every round; the table keeps the best round, since other load on a "
-        "shared machine only slows a side down.", "",
+        "shared machine only slows a side down.",
+        "",
         "| run | images | wall s | images/s | CPU s (all processes) | CPUs busy | peak RSS (parent + workers) |",
         "|---|---:|---:|---:|---:|---:|---:|",
         row("plain Pillow loop, 1 process", n, base_wall, base_cpu, None),
-        row(f"plain Pillow loop, {args.workers} processes (one slice each, files listed beforehand)", n,
-            split_wall, split_cpu, None),
+        row(
+            f"plain Pillow loop, {args.workers} processes (one slice each, files listed beforehand)",
+            n,
+            split_wall,
+            split_cpu,
+            None,
+        ),
         row(f"kiln build_dataset, workers={args.workers}", n, kiln, rss.cpu, rss),
-        row(f"kiln build_dataset, workers={args.workers}", count10, seconds10, rss10.cpu, rss10), "",
+        row(f"kiln build_dataset, workers={args.workers}", count10, seconds10, rss10.cpu, rss10),
+        "",
         f"Speed-up **{base_wall / kiln:.2f}x** (target 1.7x on 2 cores). For scale, the plain loop split "
         f"over {args.workers} processes (no listing, no writing) reached {base_wall / split_wall:.2f}x in that "
         f"round and {max(r[0] / r[5] for r in rounds):.2f}x at best: how far this machine lets the work "
         "scale. Every round, baseline / split loop / kiln wall s (CPUs kiln got): "
-        + "; ".join(f"{r[0]:.1f} / {r[5]:.1f} / {r[2]:.1f} ({r[3].cpu / r[2]:.1f})" for r in rounds) + ". "
-        "\"CPUs busy\" is CPU seconds over wall seconds: kiln can only be as many times faster as the CPUs "
+        + "; ".join(f"{r[0]:.1f} / {r[5]:.1f} / {r[2]:.1f} ({r[3].cpu / r[2]:.1f})" for r in rounds)
+        + ". "
+        '"CPUs busy" is CPU seconds over wall seconds: kiln can only be as many times faster as the CPUs '
         "the machine lets it use; with about 1 CPU (other work on a shared machine) there is no speed-up to have.",
         "",
         f"Memory does not grow with the image count: peak resident memory is {mb(rss10.peak)} for "
         f"{count10:,} images and {mb(rss.peak)} for {n:,} (RSS summed over the parent and its worker "
         "processes, so shared library pages count more than once). Workers return one chunk of at most "
         "1,024 images at a time, at most 2 chunks per worker are in flight, and the parent writes each "
-        "chunk straight to its file.", "",
+        "chunk straight to its file.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -200,12 +221,17 @@ def write_docs(text: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "kiln-bench",
-                        help="folder for the MNIST PNGs (kept between runs) and the built datasets")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "kiln-bench",
+        help="folder for the MNIST PNGs (kept between runs) and the built datasets",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--write-docs", action="store_true",
-                        help="rewrite the 'Dataset creation' section of docs/benchmarks.md")
+    parser.add_argument(
+        "--write-docs", action="store_true", help="rewrite the 'Dataset creation' section of docs/benchmarks.md"
+    )
     args = parser.parse_args()
 
     root = args.cache / "mnist"

@@ -18,6 +18,7 @@ Each case runs in its own process (so peak RSS is its own) and the cases alterna
 Time-to-accuracy: the full MNIST (60,000 train, 10,000 test used as the val split), LeNet, the
 recipe kiln offers by default for it; wall time of the whole train() call, and test accuracy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from docs_section import replace_section  # bench/ is on sys.path when a bench runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +42,18 @@ sys.path.insert(0, str(ROOT))
 
 BATCH = 256
 # The recipe kiln recommends for LeNet on MNIST (see docs/benchmarks.md, "Training").
-MNIST_RECIPE: dict[str, Any] = dict(network="lenet", train_epochs=3, batch_size=128, solver_type="ADAM",
-                                    learning_rate=0.002, lr_policy="cosine", use_mean="image",
-                                    val_interval=1, snapshot_interval=1, random_seed=1)
+MNIST_RECIPE: dict[str, Any] = dict(
+    network="lenet",
+    train_epochs=3,
+    batch_size=128,
+    solver_type="ADAM",
+    learning_rate=0.002,
+    lr_policy="cosine",
+    use_mean="image",
+    val_interval=1,
+    snapshot_interval=1,
+    random_seed=1,
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -71,9 +80,13 @@ def register_variants() -> None:
             fill_(layer, "xavier")
         return net
 
-    register_builder("lenet-75-100", build, NetworkInfo(name="lenet-75-100", label="LeNet 75/100",
-                                                        intended_size=(28, 28, 1), default_batch=64,
-                                                        default_val_batch=32))
+    register_builder(
+        "lenet-75-100",
+        build,
+        NetworkInfo(
+            name="lenet-75-100", label="LeNet 75/100", intended_size=(28, 28, 1), default_batch=64, default_val_batch=32
+        ),
+    )
 
 
 def train_flops(network: str) -> float:
@@ -82,11 +95,12 @@ def train_flops(network: str) -> float:
     conv1, conv2 = 24 * 24 * c1 * 25, 8 * 8 * c2 * c1 * 25
     fc = c2 * 16 * 500 + 500 * 10
     macs = conv1 + conv2 + fc
-    return 2.0 * (3 * macs - conv1)        # lenet: 13.18 MFLOP
+    return 2.0 * (3 * macs - conv1)  # lenet: 13.18 MFLOP
 
 
 def measure_peak() -> dict[str, float]:
     """The machine's fp32 peak as the fastest of a large matmul and a large 1x1 convolution."""
+
     def best(fn, flops: float, reps: int = 5) -> float:
         fn()
         times = []
@@ -97,7 +111,7 @@ def measure_peak() -> dict[str, float]:
         return flops / min(times) / 1e9
 
     a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
-    matmul = best(lambda: a @ b, 2 * 4096 ** 3)
+    matmul = best(lambda: a @ b, 2 * 4096**3)
     x = torch.randn(32, 256, 56, 56).to(memory_format=torch.channels_last)
     conv = torch.nn.Conv2d(256, 256, 1, bias=False).to(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -117,8 +131,10 @@ class ArrayDataset:
         self.image_shape = (28, 28, 1)
         self.splits = ["train", "val"]
         self._y = {"train": rng.integers(0, 10, n_train), "val": rng.integers(0, 10, n_val)}
-        self._x = {s: (rng.integers(0, 60, (len(y), 28, 28, 1)) + (y[:, None, None, None] * 19)).astype(np.uint8)
-                   for s, y in self._y.items()}
+        self._x = {
+            s: (rng.integers(0, 60, (len(y), 28, 28, 1)) + (y[:, None, None, None] * 19)).astype(np.uint8)
+            for s, y in self._y.items()
+        }
         self.manifest = {"image": {"resize_mode": "squash"}}
 
     def count(self, split: str) -> int:
@@ -159,9 +175,15 @@ def mnist_dataset(work: Path) -> Any:
         print(f"({exc}; using synthetic data)", file=sys.stderr)
         return ArrayDataset()
     print("packing MNIST ...", file=sys.stderr, flush=True)
-    spec = DatasetSpec(folder_train=str(work / "mnist" / "train"), has_val_folder=True,
-                       folder_val=str(work / "mnist" / "test"), folder_pct_val=0, resize_channels=1,
-                       resize_width=28, resize_height=28)
+    spec = DatasetSpec(
+        folder_train=str(work / "mnist" / "train"),
+        has_val_folder=True,
+        folder_val=str(work / "mnist" / "test"),
+        folder_pct_val=0,
+        resize_channels=1,
+        resize_width=28,
+        resize_height=28,
+    )
     build_dataset(spec, packed, NullReporter(), workers=os.cpu_count() or 2)
     return PackedDataset(packed)
 
@@ -173,8 +195,12 @@ def step_stats(ticks: list[float], images: int, seconds: float) -> dict[str, Any
     """Overall images/s, and images/s of the median iteration after warm-up: on a shared machine
     the median shrugs off bursts of other load that the overall rate absorbs."""
     steps = np.diff(np.asarray(ticks))[5:]
-    return {"images_per_second": images / seconds, "median_images_per_second": BATCH / float(np.median(steps)),
-            "images": images, "train_s": seconds}
+    return {
+        "images_per_second": images / seconds,
+        "median_images_per_second": BATCH / float(np.median(steps)),
+        "images": images,
+        "train_s": seconds,
+    }
 
 
 class TimingReporter:
@@ -182,6 +208,7 @@ class TimingReporter:
 
     def __init__(self) -> None:
         from kiln.reporting import NullReporter
+
         self.inner, self.ticks = NullReporter(), []
 
     def __getattr__(self, name: str) -> Any:
@@ -196,9 +223,18 @@ def case_kiln(dataset: Any, network: str, images: int, in_memory: bool) -> dict[
     from kiln.training.config import TrainConfig
     from kiln.training.loop import train
 
-    config = TrainConfig(network=network, train_epochs=images / dataset.count("train"), batch_size=BATCH,
-                         solver_type="SGD", learning_rate=0.01, lr_policy="fixed", val_interval=0,
-                         snapshot_interval=0, random_seed=0, extra={"data_in_memory": in_memory})
+    config = TrainConfig(
+        network=network,
+        train_epochs=images / dataset.count("train"),
+        batch_size=BATCH,
+        solver_type="SGD",
+        learning_rate=0.01,
+        lr_policy="fixed",
+        val_interval=0,
+        snapshot_interval=0,
+        random_seed=0,
+        extra={"data_in_memory": in_memory},
+    )
     reporter = TimingReporter()
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
@@ -215,7 +251,7 @@ def case_plain(dataset: Any, network: str, images: int) -> dict[str, Any]:
     from kiln.networks.registry import create_network
 
     torch.manual_seed(0)
-    x_all = torch.from_numpy(np.array(dataset.images("train")))        # uint8 N,H,W,C in RAM
+    x_all = torch.from_numpy(np.array(dataset.images("train")))  # uint8 N,H,W,C in RAM
     y_all = torch.from_numpy(np.asarray(dataset.targets("train"), dtype=np.int64))
     model = create_network(network, 10, 1, 28, 28).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -223,8 +259,8 @@ def case_plain(dataset: Any, network: str, images: int) -> dict[str, Any]:
     perm = torch.randperm(len(y_all))
     ticks = [time.perf_counter()]
     for i in range(steps):
-        idx = perm[(i * BATCH) % len(perm):][:BATCH]
-        x = x_all[idx].permute(0, 3, 1, 2).float()                     # channels_last float
+        idx = perm[(i * BATCH) % len(perm) :][:BATCH]
+        x = x_all[idx].permute(0, 3, 1, 2).float()  # channels_last float
         loss = F.cross_entropy(model(x), y_all[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -244,8 +280,12 @@ def case_accuracy(dataset: Any, recipe: dict[str, Any]) -> dict[str, Any]:
         summary = train(TrainConfig(**recipe), dataset, Path(out), reporter)
         wall = time.perf_counter() - t
     vals = [(e, v["accuracy"]) for e, v, phase in reporter.rows if phase == "val"]
-    return {"wall_s": wall, "test_accuracy": summary["final"]["val_accuracy"],
-            "images_per_second": summary["images_per_second"], "val_curve": vals}
+    return {
+        "wall_s": wall,
+        "test_accuracy": summary["final"]["val_accuracy"],
+        "images_per_second": summary["images_per_second"],
+        "val_curve": vals,
+    }
 
 
 def peak_rss_mb() -> float:
@@ -287,7 +327,7 @@ def profile_kiln(dataset: Any, network: str) -> None:
             super().__init__()
             self.calls, self.prof = 0, profile()
 
-        def should_stop(self) -> bool:            # called once per iteration
+        def should_stop(self) -> bool:  # called once per iteration
             self.calls += 1
             if self.calls == 10:
                 self.prof.__enter__()
@@ -296,8 +336,15 @@ def profile_kiln(dataset: Any, network: str) -> None:
                 print(self.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
             return False
 
-    config = TrainConfig(network=network, train_epochs=40 * BATCH / dataset.count("train"), batch_size=BATCH,
-                         solver_type="SGD", lr_policy="fixed", val_interval=0, snapshot_interval=0)
+    config = TrainConfig(
+        network=network,
+        train_epochs=40 * BATCH / dataset.count("train"),
+        batch_size=BATCH,
+        solver_type="SGD",
+        lr_policy="fixed",
+        val_interval=0,
+        snapshot_interval=0,
+    )
     with tempfile.TemporaryDirectory() as out:
         train(config, dataset, Path(out), Profiled())
 
@@ -318,8 +365,10 @@ def throughput(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str
     peaks = [measure_peak()]
     cases = []
     for network, images in (("lenet", args.images), ("lenet-75-100", args.images // 4)):
-        cases += [{"kind": "plain", "network": network, "images": images},
-                  {"kind": "kiln", "network": network, "images": images, "in_memory": True}]
+        cases += [
+            {"kind": "plain", "network": network, "images": images},
+            {"kind": "kiln", "network": network, "images": images, "in_memory": True},
+        ]
         if network == "lenet":
             cases.append({"kind": "kiln", "network": network, "images": images, "in_memory": False})
     best: dict[str, dict[str, Any]] = {}
@@ -327,9 +376,12 @@ def throughput(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str
         for case in cases:
             result = spawn(args, dict(case))
             key = json.dumps(case, sort_keys=True)
-            print(f"  round {r + 1}: {case} -> {result['images_per_second']:.0f} img/s "
-                  f"(median step {result['median_images_per_second']:.0f}), {result['peak_rss_mb']:.0f} MB",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  round {r + 1}: {case} -> {result['images_per_second']:.0f} img/s "
+                f"(median step {result['median_images_per_second']:.0f}), {result['peak_rss_mb']:.0f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
             if key not in best or result["median_images_per_second"] > best[key]["median_images_per_second"]:
                 best[key] = {**case, **result}
     peaks.append(measure_peak())
@@ -350,56 +402,74 @@ def accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
             {**MNIST_RECIPE, "train_epochs": 3},
             {**MNIST_RECIPE, "solver_type": "SGD", "learning_rate": 0.05, "lr_policy": "cosine"},
             {**MNIST_RECIPE, "solver_type": "NESTEROV", "learning_rate": 0.05},
-            dict(network="lenet", train_epochs=4, random_seed=1),               # DIGITS' defaults
+            dict(network="lenet", train_epochs=4, random_seed=1),  # DIGITS' defaults
         ]
     out = []
     for recipe in recipes:
         result = spawn(args, {"kind": "accuracy", "recipe": recipe})
-        print(f"  {recipe} -> {result['test_accuracy']:.2f} % in {result['wall_s']:.1f} s", file=sys.stderr,
-              flush=True)
+        print(f"  {recipe} -> {result['test_accuracy']:.2f} % in {result['wall_s']:.1f} s", file=sys.stderr, flush=True)
         out.append({"recipe": recipe, **result})
     return out
 
 
-def render(rows: list[dict[str, Any]], peak: dict[str, float] | None, acc: list[dict[str, Any]],
-           command: str) -> str:
-    lines = ["## Training", "",
-             f"Command: `{command}` on {platform.machine()} with {os.cpu_count()} CPU cores, "
-             f"torch {torch.__version__}. Each table comes from one run (the throughput table's baselines "
-             "were measured in the same run, each case in its own process, cases alternating, best round "
-             "kept: other load on a shared machine only slows a case down).", ""]
+def render(rows: list[dict[str, Any]], peak: dict[str, float] | None, acc: list[dict[str, Any]], command: str) -> str:
+    lines = [
+        "## Training",
+        "",
+        f"Command: `{command}` on {platform.machine()} with {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}. Each table comes from one run (the throughput table's baselines "
+        "were measured in the same run, each case in its own process, cases alternating, best round "
+        "kept: other load on a shared machine only slows a case down).",
+        "",
+    ]
     if rows and peak:
-        lines += [f"Machine fp32 peak (same run): **{peak['peak']:.0f} GFLOP/s** "
-                  f"(4096^3 matmul {peak['matmul']:.0f}, 1x1 conv {peak['conv1x1']:.0f}). "
-                  "FLOPs per training image (forward + backward, no input gradient for conv1): LeNet 13.18 M, "
-                  f"LeNet with conv1=75, conv2=100 filters {train_flops('lenet-75-100') / 1e6:.2f} M. "
-                  f"Batch {BATCH}, SGD momentum 0.9. \"images/s\" is over the whole run; \"median step\" is "
-                  "the median iteration after warm-up, which the ratios and GFLOP/s use.", "",
-                  "| network | loop | images/s | median step, images/s | vs plain | GFLOP/s | of peak | peak RSS |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"Machine fp32 peak (same run): **{peak['peak']:.0f} GFLOP/s** "
+            f"(4096^3 matmul {peak['matmul']:.0f}, 1x1 conv {peak['conv1x1']:.0f}). "
+            "FLOPs per training image (forward + backward, no input gradient for conv1): LeNet 13.18 M, "
+            f"LeNet with conv1=75, conv2=100 filters {train_flops('lenet-75-100') / 1e6:.2f} M. "
+            f'Batch {BATCH}, SGD momentum 0.9. "images/s" is over the whole run; "median step" is '
+            "the median iteration after warm-up, which the ratios and GFLOP/s use.",
+            "",
+            "| network | loop | images/s | median step, images/s | vs plain | GFLOP/s | of peak | peak RSS |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for network in ("lenet", "lenet-75-100"):
             plain = next(r for r in rows if r["network"] == network and r["kind"] == "plain")
             for r in [x for x in rows if x["network"] == network]:
-                name = "plain PyTorch" if r["kind"] == "plain" else (
-                    "kiln, data in RAM" if r.get("in_memory") else "kiln, data from memmap")
+                name = (
+                    "plain PyTorch"
+                    if r["kind"] == "plain"
+                    else ("kiln, data in RAM" if r.get("in_memory") else "kiln, data from memmap")
+                )
                 ratio = r["median_images_per_second"] / plain["median_images_per_second"]
-                lines.append(f"| {network} | {name} | {r['images_per_second']:.0f} | "
-                             f"{r['median_images_per_second']:.0f} | {ratio:.2f}x | {r['gflops']:.1f} | "
-                             f"{100 * r['fraction_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} MB |")
+                lines.append(
+                    f"| {network} | {name} | {r['images_per_second']:.0f} | "
+                    f"{r['median_images_per_second']:.0f} | {ratio:.2f}x | {r['gflops']:.1f} | "
+                    f"{100 * r['fraction_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} MB |"
+                )
         lines.append("")
     if acc:
-        lines += ["Time to accuracy: full MNIST (60,000 train; the 10,000 test images are the val split, "
-                  "so val accuracy is test accuracy), LeNet; wall time of the whole `train()` call "
-                  "(model build, data load, training, a validation and a snapshot per epoch).", "",
-                  "| recipe | seed | test accuracy by epoch | final | wall | images/s |",
-                  "|---|---:|---|---:|---:|---:|"]
+        lines += [
+            "Time to accuracy: full MNIST (60,000 train; the 10,000 test images are the val split, "
+            "so val accuracy is test accuracy), LeNet; wall time of the whole `train()` call "
+            "(model build, data load, training, a validation and a snapshot per epoch).",
+            "",
+            "| recipe | seed | test accuracy by epoch | final | wall | images/s |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
         for a in acc:
             r = a["recipe"]
-            text = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("network", "random_seed",
-                                                                            "val_interval", "snapshot_interval"))
+            text = ", ".join(
+                f"{k}={v}"
+                for k, v in r.items()
+                if k not in ("network", "random_seed", "val_interval", "snapshot_interval")
+            )
             curve = " / ".join(f"{v:.2f}" for _, v in a["val_curve"])
-            lines.append(f"| {text} | {r.get('random_seed')} | {curve} | **{a['test_accuracy']:.2f} %** | "
-                         f"{a['wall_s']:.1f} s | {a['images_per_second']:.0f} |")
+            lines.append(
+                f"| {text} | {r.get('random_seed')} | {curve} | **{a['test_accuracy']:.2f} %** | "
+                f"{a['wall_s']:.1f} s | {a['images_per_second']:.0f} |"
+            )
         lines.append("")
     lines += NOTES
     return "\n".join(lines)
@@ -407,7 +477,8 @@ def render(rows: list[dict[str, Any]], peak: dict[str, float] | None, acc: list[
 
 # What the numbers mean; written from `--profile`, `--sweep` and the experiments they list.
 NOTES = [
-    "Notes:", "",
+    "Notes:",
+    "",
     "- **kiln vs plain.** The loop feeds the network straight from the packed uint8 array (one fancy "
     "index, one uint8->float conversion, channels_last); its own work per iteration (batch indexing, "
     "mean subtraction, scheduler, loss bookkeeping, abort check) is 1-2 % of a LeNet step in the "
@@ -451,8 +522,11 @@ def write_docs(section: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "kiln-bench"),
-                        help="cache for the MNIST folders and packed dataset")
+    parser.add_argument(
+        "--work",
+        default=str(Path(tempfile.gettempdir()) / "kiln-bench"),
+        help="cache for the MNIST folders and packed dataset",
+    )
     parser.add_argument("--only", choices=("throughput", "accuracy"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--images", type=int, default=60000, help="training images per LeNet case")
@@ -471,7 +545,7 @@ def main() -> None:
         run_case(args)
         return
     register_variants()
-    mnist_dataset(Path(args.work))                       # build the cache once, before timing
+    mnist_dataset(Path(args.work))  # build the cache once, before timing
     # a partial run (--only) keeps the other part's results from the last run, with its command
     cache = Path(args.work) / "bench_train_results.json"
     results = json.loads(cache.read_text()) if cache.exists() and args.only else {}

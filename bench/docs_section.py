@@ -1,4 +1,5 @@
 """Write one '## <heading>' section of docs/benchmarks.md, leaving the other sections as they are."""
+
 from __future__ import annotations
 
 import sys
@@ -6,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when run as a script
 
-from kiln.atomic import atomic_write_text  # noqa: E402
+from kiln.atomic import atomic_write_text
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 

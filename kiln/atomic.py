@@ -10,6 +10,7 @@ On an exception the temporary file is removed and the target is left as it was.
     with AtomicFile(path) as f: ...         for writers that want a file object (np.save)
     f = AtomicFile(path, "w+b"); ...; f.commit() / f.discard()   for files streamed over time
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["AtomicFile", "atomic_path", "atomic_write_bytes", "atomic_write_json",
-           "atomic_write_text", "fsync_dir", "remove_leftover_temps"]
+__all__ = [
+    "AtomicFile",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "fsync_dir",
+    "remove_leftover_temps",
+]
 
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what _create_temp names
 

@@ -3,6 +3,7 @@
 serve, data, demo: kiln.cli_serve; dataset, jobs: kiln.cli_jobs; train, classify: kiln.cli_models;
 what they share (global options, settings, running and following jobs): kiln.cli_common.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,12 +1,14 @@
 """What every `kiln` command shares: global options, settings, progress bars, running and
 following jobs, and how errors are printed (a line on stderr, a non-zero exit)."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kiln.config import Settings
 from kiln.jobs.errors import UserFacingError
@@ -17,8 +19,9 @@ Progress = Callable[[float, str], None]
 
 def add_global_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
     """Options every command takes, before or after its name (`kiln --data-dir D serve` = `kiln serve --data-dir D`)."""
-    parser.add_argument("--data-dir", default=default,
-                        help="kiln.db and jobs/ live here (KILN_DATA_DIR, default ./kiln-data)")
+    parser.add_argument(
+        "--data-dir", default=default, help="kiln.db and jobs/ live here (KILN_DATA_DIR, default ./kiln-data)"
+    )
 
 
 class KilnParser(argparse.ArgumentParser):
@@ -63,11 +66,13 @@ def bar(total: int | None = None, desc: str = "") -> Progress:
         t.refresh()
         if t.n >= t.total:
             t.close()
+
     return update
 
 
-def run_here(settings: Settings, store: Store, job_id: str, progress: Progress,
-             on_metrics: Callable[..., None] | None = None) -> str:
+def run_here(
+    settings: Settings, store: Store, job_id: str, progress: Progress, on_metrics: Callable[..., None] | None = None
+) -> str:
     """Run the job in this process; if a server's worker claimed it first, follow that one."""
     from kiln.jobs.worker import run_job
 

@@ -1,4 +1,5 @@
 """`kiln dataset create` and `kiln jobs ...`: the web UI's jobs and job actions, from a terminal."""
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,16 @@ DATASET_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-PATH_FIELDS = ("folder_train", "folder_val", "folder_test", "textfile_train_images", "textfile_val_images",
-               "textfile_test_images", "textfile_labels_file", "textfile_train_folder")
+PATH_FIELDS = (
+    "folder_train",
+    "folder_val",
+    "folder_test",
+    "textfile_train_images",
+    "textfile_val_images",
+    "textfile_test_images",
+    "textfile_labels_file",
+    "textfile_train_folder",
+)
 
 
 def add_job_commands(sub: argparse._SubParsersAction) -> None:
@@ -54,13 +63,17 @@ def add_job_commands(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--queue", action="store_true", help="only queue it for a running server; don't build here")
     create.set_defaults(func=cmd_dataset_create)
 
-    jobs = sub.add_parser("jobs", help="list, show, abort, resume or delete jobs",
-                          description="abort and delete stop a running job and wait for its worker to exit; "
-                                      "resume runs the job here, as `kiln train` does, unless --queue")
+    jobs = sub.add_parser(
+        "jobs",
+        help="list, show, abort, resume or delete jobs",
+        description="abort and delete stop a running job and wait for its worker to exit; "
+        "resume runs the job here, as `kiln train` does, unless --queue",
+    )
     jobs.add_argument("action", choices=["list", "show", "abort", "resume", "delete"])
     jobs.add_argument("job_id", nargs="?")
-    jobs.add_argument("--queue", action="store_true",
-                      help="resume: only queue it for a running `kiln serve`; don't run it here")
+    jobs.add_argument(
+        "--queue", action="store_true", help="resume: only queue it for a running `kiln serve`; don't run it here"
+    )
     jobs.set_defaults(func=cmd_jobs)
 
 

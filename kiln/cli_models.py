@@ -1,4 +1,5 @@
 """CLI commands for models: `kiln train` (same options as the web form) and `kiln classify`."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,13 @@ TRAIN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--group", "group_name", {"help": "group name"}),
     ("--network", "standard_networks", {"default": "lenet"}),
 ]
-SHORT_FLAGS = {"train_epochs": "--epochs", "learning_rate": "--lr", "solver_type": "--solver",
-               "random_seed": "--seed", "use_mean": "--mean"}
+SHORT_FLAGS = {
+    "train_epochs": "--epochs",
+    "learning_rate": "--lr",
+    "solver_type": "--solver",
+    "random_seed": "--seed",
+    "use_mean": "--mean",
+}
 
 
 def _add_field_options(train: argparse.ArgumentParser) -> None:
@@ -25,8 +31,7 @@ def _add_field_options(train: argparse.ArgumentParser) -> None:
 
     for flag, field, kwargs in TRAIN_OPTIONS:
         train.add_argument(flag, dest=field, **kwargs)
-    train._option_string_actions["--network"].help = (
-        "one of: " + ", ".join(n.name for n in list_networks()))
+    train._option_string_actions["--network"].help = "one of: " + ", ".join(n.name for n in list_networks())
     for name, f in FIELDS.items():
         flags = [SHORT_FLAGS[name]] if name in SHORT_FLAGS else []
         flags.append("--" + name.replace("_", "-"))
@@ -42,10 +47,18 @@ def add_model_commands(sub: argparse._SubParsersAction, field_options: bool = Tr
     train.add_argument("--dataset", required=True, help="dataset job id or name")
     if field_options:
         _add_field_options(train)
-    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help="any other model form field, e.g. --set aug_flip=fliplr --set momentum=0.9")
-    train.add_argument("--recipe", action="store_true",
-                       help="start from kiln's measured recipe for the network (e.g. LeNet: Adam, cosine, 3 epochs)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other model form field, e.g. --set aug_flip=fliplr --set momentum=0.9",
+    )
+    train.add_argument(
+        "--recipe",
+        action="store_true",
+        help="start from kiln's measured recipe for the network (e.g. LeNet: Adam, cosine, 3 epochs)",
+    )
     train.add_argument("--username", default="cli")
     train.add_argument("--queue", action="store_true", help="only queue it for a running server")
     train.set_defaults(func=cmd_train)
@@ -87,16 +100,17 @@ def form_from_args(args: argparse.Namespace, dataset_id: str) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from kiln.cli_common import follow, print_form_errors, settings_of
-    from kiln.jobs.model_form import create_model_jobs
     from kiln.forms import FormErrors
+    from kiln.jobs.model_form import create_model_jobs
 
     settings = settings_of(args)
     store = Store(settings.db_path)
     try:
         dataset = _find(store, "dataset", args.dataset)
         try:
-            ids = create_model_jobs(form_from_args(args, dataset.id if dataset else args.dataset),
-                                    store, settings, args.username)
+            ids = create_model_jobs(
+                form_from_args(args, dataset.id if dataset else args.dataset), store, settings, args.username
+            )
         except FormErrors as exc:
             return print_form_errors(exc.errors)
         worst = 0
@@ -117,11 +131,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_one(settings: Any, store: Store, job_id: str) -> int:
     from tqdm import tqdm
 
-    from kiln.cli_common import run_here
     from kiln.cli_common import report_end as _report_end
+    from kiln.cli_common import run_here
 
     epochs = float(store.get_job(job_id).params["config"]["train_epochs"])
-    t = tqdm(total=epochs, unit="epoch", bar_format="{l_bar}{bar}| {n:.2f}/{total:g} epochs [{elapsed}<{remaining}{postfix}]")
+    t = tqdm(
+        total=epochs, unit="epoch", bar_format="{l_bar}{bar}| {n:.2f}/{total:g} epochs [{elapsed}<{remaining}{postfix}]"
+    )
     shown: dict[str, float] = {}
 
     def progress(fraction: float, message: str = "") -> None:

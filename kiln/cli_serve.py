@@ -1,4 +1,5 @@
 """`kiln serve`, and the commands that get its data in place: `kiln data`, `kiln demo`."""
+
 from __future__ import annotations
 
 import argparse
@@ -82,9 +83,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         if any(j.name == "mnist" for j in store.list_jobs("dataset")):
             return 0
-        spec = DatasetSpec(dataset_name="mnist", resize_channels=1, resize_width=28, resize_height=28,
-                           folder_train=str(dest / "train"), has_test_folder=True, folder_test=str(dest / "test"),
-                           folder_pct_val=25)
+        spec = DatasetSpec(
+            dataset_name="mnist",
+            resize_channels=1,
+            resize_width=28,
+            resize_height=28,
+            folder_train=str(dest / "train"),
+            has_test_folder=True,
+            folder_test=str(dest / "test"),
+            folder_pct_val=25,
+        )
         job_id = store.create_job("dataset", "mnist", {"spec": spec.to_dict()}, None)  # no owner: anyone may manage it
         print(f"Queued the 'mnist' dataset ({job_id}); the server builds it now.", flush=True)
     finally:

@@ -2,6 +2,7 @@
 
 docs/api.md holds the model form's fields between marker comments; tests fail when it is stale.
 """
+
 from __future__ import annotations
 
 import re

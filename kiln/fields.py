@@ -4,11 +4,13 @@ Engine modules declare the fields they implement (solvers, LR policies, augmenta
 the web form, its template, the CLI options, the OpenAPI description and docs/api.md all read
 those declarations, and :meth:`Field.check` is the same check at job creation and in the engine.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 class FieldError(ValueError):
@@ -26,14 +28,14 @@ class Field:
 
     name: str
     label: str
-    type: type = float                      # int, float, str or bool
+    type: type = float  # int, float, str or bool
     help: str = ""
     choices: Mapping[str, str] | None = None  # value -> label, in display order
     low: float | None = None
     high: float | None = None
-    low_open: bool = False                  # True: value must be > low
-    high_open: bool = False                 # True: value must be < high
-    optional: bool = False                  # blank / None allowed (means "the default rule")
+    low_open: bool = False  # True: value must be > low
+    high_open: bool = False  # True: value must be < high
+    optional: bool = False  # blank / None allowed (means "the default rule")
     extra_check: Callable[[Any], str | None] | None = field(default=None, compare=False)
 
     def check(self, value: Any) -> None:

@@ -1,4 +1,5 @@
 """Turn DIGITS-style form fields into typed values, collecting per-field errors (web and CLI)."""
+
 from __future__ import annotations
 
 from dataclasses import fields
@@ -37,8 +38,9 @@ def coerce(name: str, raw: Any, hint: Any, errors: dict[str, list[str]]) -> Any:
     return text
 
 
-def parse_into(cls: type, form: dict[str, Any], errors: dict[str, list[str]],
-               skip: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+def parse_into(
+    cls: type, form: dict[str, Any], errors: dict[str, list[str]], skip: set[str] = frozenset()
+) -> dict[str, Any]:  # type: ignore[assignment]
     """Values for the dataclass fields present in the form."""
     hints = get_type_hints(cls)
     out: dict[str, Any] = {}
@@ -49,4 +51,3 @@ def parse_into(cls: type, form: dict[str, Any], errors: dict[str, list[str]],
         if value is not None or "None" in str(hints[f.name]):
             out[f.name] = value
     return out
-

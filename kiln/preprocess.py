@@ -14,6 +14,7 @@ what Caffe's data transformer did in training (mean_file at the crop offset) and
 crop, what DIGITS' deploy path approximated; doing it in one order everywhere keeps a prediction
 identical wherever it is made. Networks take the result at raw 0-255 scale minus the mean.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,22 +29,31 @@ from kiln.fields import Field
 
 # How the mean is subtracted (implemented by Preprocess below), with the labels forms show.
 MEAN_MODES = {"none": "None", "image": "Image", "pixel": "Pixel"}
-FIELDS = {f.name: f for f in (
-    Field("use_mean", "Subtract mean", str, "subtract the dataset's mean image or mean pixel", choices=MEAN_MODES),
-    Field("crop_size", "Crop size", int, "random crop in training, centre crop otherwise (blank: no crop)",
-          low=1, optional=True),
-)}
+FIELDS = {
+    f.name: f
+    for f in (
+        Field("use_mean", "Subtract mean", str, "subtract the dataset's mean image or mean pixel", choices=MEAN_MODES),
+        Field(
+            "crop_size",
+            "Crop size",
+            int,
+            "random crop in training, centre crop otherwise (blank: no crop)",
+            low=1,
+            optional=True,
+        ),
+    )
+}
 Source = str | Path | bytes
 
 
 @dataclass(frozen=True, eq=False)
 class Preprocess:
     channels: int
-    height: int                          # stored image size (the dataset's)
+    height: int  # stored image size (the dataset's)
     width: int
     resize_mode: str = "squash"
-    use_mean: str = "none"               # none | image | pixel
-    mean: np.ndarray | None = None       # HWC float32 for "image", (C,) float32 for "pixel"
+    use_mean: str = "none"  # none | image | pixel
+    mean: np.ndarray | None = None  # HWC float32 for "image", (C,) float32 for "pixel"
     crop_size: int | None = None
     _mean_t: dict = field(default_factory=dict, init=False, repr=False)  # per-device tensor cache
 
@@ -60,14 +70,15 @@ class Preprocess:
             object.__setattr__(self, "mean", mean)
         else:
             object.__setattr__(self, "mean", None)
-        if self.crop_size is not None:
-            if self.crop_size < 1 or self.crop_size > min(self.height, self.width):
-                raise ValueError(f"crop_size {self.crop_size} must be between 1 and the image's smaller side "
-                                 f"({min(self.height, self.width)}); lower crop_size or leave it blank")
+        if self.crop_size is not None and (self.crop_size < 1 or self.crop_size > min(self.height, self.width)):
+            raise ValueError(
+                f"crop_size {self.crop_size} must be between 1 and the image's smaller side "
+                f"({min(self.height, self.width)}); lower crop_size or leave it blank"
+            )
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def for_dataset(cls, dataset: Any, use_mean: str = "image", crop_size: int | None = None) -> "Preprocess":
+    def for_dataset(cls, dataset: Any, use_mean: str = "image", crop_size: int | None = None) -> Preprocess:
         """The preprocessing a model trained on `dataset` uses (PackedDataset from kiln.datasets.reader)."""
         height, width, channels = dataset.image_shape
         mean = None
@@ -75,22 +86,39 @@ class Preprocess:
             mean = dataset.mean_image()
         elif use_mean == "pixel":
             mean = dataset.mean_pixel()
-        return cls(channels=int(channels), height=int(height), width=int(width),
-                   resize_mode=_resize_mode(dataset), use_mean=use_mean, mean=mean, crop_size=crop_size)
+        return cls(
+            channels=int(channels),
+            height=int(height),
+            width=int(width),
+            resize_mode=_resize_mode(dataset),
+            use_mean=use_mean,
+            mean=mean,
+            crop_size=crop_size,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"channels": self.channels, "height": self.height, "width": self.width,
-                "resize_mode": self.resize_mode, "use_mean": self.use_mean,
-                "mean": None if self.mean is None else self.mean.tolist(),
-                "crop_size": self.crop_size}
+        return {
+            "channels": self.channels,
+            "height": self.height,
+            "width": self.width,
+            "resize_mode": self.resize_mode,
+            "use_mean": self.use_mean,
+            "mean": None if self.mean is None else self.mean.tolist(),
+            "crop_size": self.crop_size,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Preprocess":
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
         mean = data.get("mean")
-        return cls(channels=int(data["channels"]), height=int(data["height"]), width=int(data["width"]),
-                   resize_mode=data.get("resize_mode", "squash"), use_mean=data.get("use_mean", "none"),
-                   mean=None if mean is None else np.asarray(mean, dtype=np.float32),
-                   crop_size=data.get("crop_size"))
+        return cls(
+            channels=int(data["channels"]),
+            height=int(data["height"]),
+            width=int(data["width"]),
+            resize_mode=data.get("resize_mode", "squash"),
+            use_mean=data.get("use_mean", "none"),
+            mean=None if mean is None else np.asarray(mean, dtype=np.float32),
+            crop_size=data.get("crop_size"),
+        )
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -120,7 +148,7 @@ class Preprocess:
     def to_float(self, batch: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
         """uint8 NHWC -> float32 NCHW, channels_last, 0-255. One copy, no per-image work."""
         x = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
-        if x.ndim == 3:                          # a single HWC image
+        if x.ndim == 3:  # a single HWC image
             x = x.unsqueeze(0)
         if device is not None:
             x = x.to(device, non_blocking=True)  # move the uint8 bytes, not 4x as many floats
@@ -140,13 +168,13 @@ class Preprocess:
             return x
         if not train:
             top, left = (h - size) // 2, (w - size) // 2
-            return x[:, :, top:top + size, left:left + size].contiguous(memory_format=torch.channels_last)
+            return x[:, :, top : top + size, left : left + size].contiguous(memory_format=torch.channels_last)
         gen_device = generator.device if generator is not None else "cpu"
         top = torch.randint(0, h - size + 1, (n,), generator=generator, device=gen_device).to(x.device)
         left = torch.randint(0, w - size + 1, (n,), generator=generator, device=gen_device).to(x.device)
         steps = torch.arange(size, device=x.device)
-        rows = (top[:, None] + steps)[:, None, :, None]          # (N,1,S,1)
-        cols = (left[:, None] + steps)[:, None, None, :]         # (N,1,1,S)
+        rows = (top[:, None] + steps)[:, None, :, None]  # (N,1,S,1)
+        cols = (left[:, None] + steps)[:, None, None, :]  # (N,1,1,S)
         batch_idx = torch.arange(n, device=x.device)[:, None, None, None]
         chan_idx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         return x[batch_idx, chan_idx, rows, cols].contiguous(memory_format=torch.channels_last)
@@ -155,9 +183,13 @@ class Preprocess:
         """Steps 3-4 on a float 0-255 batch (after any augmentation)."""
         return self.crop(self.subtract_mean(x), train=train, generator=generator)
 
-    def batch_to_tensor(self, batch: np.ndarray | torch.Tensor, train: bool = False,
-                        generator: torch.Generator | None = None,
-                        device: torch.device | str | None = None) -> torch.Tensor:
+    def batch_to_tensor(
+        self,
+        batch: np.ndarray | torch.Tensor,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
         """uint8 NHWC -> the network's input: float NCHW channels_last, mean subtracted, cropped."""
         return self.normalize(self.to_float(batch, device), train=train, generator=generator)
 
@@ -165,7 +197,7 @@ class Preprocess:
         key = str(device)
         if key not in self._mean_t:
             m = torch.from_numpy(self.mean)
-            m = m.permute(2, 0, 1) if m.ndim == 3 else m[:, None, None]   # CHW or C11, broadcasts over N
+            m = m.permute(2, 0, 1) if m.ndim == 3 else m[:, None, None]  # CHW or C11, broadcasts over N
             self._mean_t[key] = m.to(device)
         return self._mean_t[key]
 
@@ -177,6 +209,7 @@ def _resize_mode(dataset: Any) -> str:
         root = getattr(dataset, "job_dir", None) or getattr(dataset, "root", None)
         if root is not None and (Path(root) / "manifest.json").exists():
             import json
+
             manifest = json.loads((Path(root) / "manifest.json").read_text())
     if isinstance(manifest, dict):
         image = manifest.get("image", {})

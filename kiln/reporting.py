@@ -3,6 +3,7 @@
 The engine knows nothing of SQLite or HTTP: a worker wires a Reporter to the store,
 the CLI to a progress bar, tests to a list.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol

@@ -3,20 +3,29 @@
 Every process (server, workers, CLI) opens its own connection; each write also appends a row to
 `changes`, which the server's event stream polls to push live updates.
 """
+
 from __future__ import annotations
 
 import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 STATUSES = ("Initialized", "Waiting", "Running", "Done", "Aborted", "Error", "Interrupted")
 ACTIVE = ("Initialized", "Waiting", "Running")
-STATUS_CSS = {"Initialized": "warning", "Waiting": "warning", "Running": "info", "Done": "success",
-              "Aborted": "warning", "Error": "danger", "Interrupted": "warning"}
+STATUS_CSS = {
+    "Initialized": "warning",
+    "Waiting": "warning",
+    "Running": "info",
+    "Done": "success",
+    "Aborted": "warning",
+    "Error": "danger",
+    "Interrupted": "warning",
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -67,15 +76,15 @@ class Job:
     """One row of `jobs`, typed: what every part of kiln reads about a job."""
 
     id: str
-    type: str                      # dataset | model
+    type: str  # dataset | model
     name: str
     status: str
     created: float
     group_name: str = ""
     notes: str = ""
     username: str | None = None
-    started: float | None = None   # last time it went Running
-    run_seconds: float = 0.0       # time spent Running before `started`
+    started: float | None = None  # last time it went Running
+    run_seconds: float = 0.0  # time spent Running before `started`
     finished: float | None = None
     progress: float = 0.0
     message: str = ""
@@ -96,7 +105,7 @@ class Job:
         return asdict(self)
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "Job":
+    def from_row(cls, row: sqlite3.Row) -> Job:
         data = dict(row)
         data["params"] = json.loads(data["params"] or "{}")
         data["summary"] = json.loads(data["summary"] or "{}")
@@ -127,8 +136,16 @@ class Store:
     def _changed(self, job_id: str, kind: str) -> None:
         self.db.execute("INSERT INTO changes(job_id, kind, ts) VALUES (?,?,?)", (job_id, kind, time.time()))
 
-    def create_job(self, type_: str, name: str, params: dict[str, Any], username: str | None,
-                   group_name: str = "", dataset_id: str | None = None, job_id: str | None = None) -> str:
+    def create_job(
+        self,
+        type_: str,
+        name: str,
+        params: dict[str, Any],
+        username: str | None,
+        group_name: str = "",
+        dataset_id: str | None = None,
+        job_id: str | None = None,
+    ) -> str:
         job_id = job_id or new_job_id()
         now = time.time()
         with self.db:
@@ -136,15 +153,24 @@ class Store:
             self.db.execute(
                 "INSERT INTO jobs(id, type, name, group_name, username, status, created, params, dataset_id)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
-                (job_id, type_, name, group_name, username, "Initialized", now, json.dumps(params), dataset_id))
-            self.db.execute("INSERT INTO status_history(job_id, status, ts) VALUES (?,?,?)",
-                            (job_id, "Initialized", now))
+                (job_id, type_, name, group_name, username, "Initialized", now, json.dumps(params), dataset_id),
+            )
+            self.db.execute(
+                "INSERT INTO status_history(job_id, status, ts) VALUES (?,?,?)", (job_id, "Initialized", now)
+            )
             self._changed(job_id, "added")
         return job_id
 
-    def set_status(self, job_id: str, status: str, error: str | None = None, note: str = "",
-                   expect: Iterable[str] | None = None, pid: int | None = None,
-                   pid_started: float | None = None) -> bool:
+    def set_status(
+        self,
+        job_id: str,
+        status: str,
+        error: str | None = None,
+        note: str = "",
+        expect: Iterable[str] | None = None,
+        pid: int | None = None,
+        pid_started: float | None = None,
+    ) -> bool:
         """Move a job to `status`; with `expect`, only from one of those statuses (atomic claim)."""
         assert status in STATUSES, status
         now = time.time()
@@ -155,8 +181,7 @@ class Store:
                 return False
             sets: dict[str, Any] = {"status": status}
             if status == "Running":
-                sets.update(started=now, finished=None, error=None, abort_requested=0, pid=pid,
-                            pid_started=pid_started)
+                sets.update(started=now, finished=None, error=None, abort_requested=0, pid=pid, pid_started=pid_started)
             elif row["status"] == "Running" and row["started"]:
                 sets.update(run_seconds=row["run_seconds"] + now - row["started"], started=None)
             if status in ("Done", "Aborted", "Error", "Interrupted"):
@@ -169,15 +194,18 @@ class Store:
                 sets.update(error=None, abort_requested=0)
             cols = ", ".join(f"{k}=?" for k in sets)
             self.db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*sets.values(), job_id))
-            self.db.execute("INSERT INTO status_history(job_id, status, ts, note) VALUES (?,?,?,?)",
-                            (job_id, status, now, note or (error or "")))
+            self.db.execute(
+                "INSERT INTO status_history(job_id, status, ts, note) VALUES (?,?,?,?)",
+                (job_id, status, now, note or (error or "")),
+            )
             self._changed(job_id, "status")
         return True
 
     def set_progress(self, job_id: str, fraction: float, message: str = "") -> None:
         with self.db:
-            self.db.execute("UPDATE jobs SET progress=?, message=? WHERE id=?",
-                            (max(0.0, min(1.0, fraction)), message, job_id))
+            self.db.execute(
+                "UPDATE jobs SET progress=?, message=? WHERE id=?", (max(0.0, min(1.0, fraction)), message, job_id)
+            )
             self._changed(job_id, "progress")
 
     def update_fields(self, job_id: str, **values: Any) -> None:
@@ -196,13 +224,16 @@ class Store:
         with self.db:
             self.db.executemany(
                 "INSERT INTO metrics(job_id, epoch, phase, name, value, ts) VALUES (?,?,?,?,?,?)",
-                [(job_id, epoch, phase, k, float(v), now) for k, v in values.items()])
+                [(job_id, epoch, phase, k, float(v), now) for k, v in values.items()],
+            )
             self._changed(job_id, "metrics")
 
     def add_snapshot(self, job_id: str, epoch: float, path: str, info: dict[str, Any]) -> None:
         with self.db:
-            self.db.execute("INSERT OR REPLACE INTO snapshots(job_id, epoch, path, info, ts) VALUES (?,?,?,?,?)",
-                            (job_id, epoch, path, json.dumps(info), time.time()))
+            self.db.execute(
+                "INSERT OR REPLACE INTO snapshots(job_id, epoch, path, info, ts) VALUES (?,?,?,?,?)",
+                (job_id, epoch, path, json.dumps(info), time.time()),
+            )
             self._changed(job_id, "snapshots")
 
     def add_log(self, job_id: str, line: str) -> None:
@@ -241,13 +272,11 @@ class Store:
         return [Job.from_row(r) for r in self.db.execute(q, st)]
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT status, ts, note FROM status_history WHERE job_id=? ORDER BY rowid",
-                               (job_id,))
+        rows = self.db.execute("SELECT status, ts, note FROM status_history WHERE job_id=? ORDER BY rowid", (job_id,))
         return [dict(r) for r in rows]
 
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT epoch, phase, name, value FROM metrics WHERE job_id=? ORDER BY rowid",
-                               (job_id,))
+        rows = self.db.execute("SELECT epoch, phase, name, value FROM metrics WHERE job_id=? ORDER BY rowid", (job_id,))
         return [dict(r) for r in rows]
 
     def snapshots(self, job_id: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ Three ways to talk to kiln, cheapest first:
   stopping it also kills any worker it left behind.
 Each test gets its own data directory: no test sees another test's jobs.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,18 +22,19 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 # Busy 2-core machines: spinning OpenMP threads make small tensor work 10-25x slower in tests
 # (and in the servers and workers the tests start, which inherit this environment).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import httpx
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
 
 FINISHED = ("Done", "Error", "Aborted", "Interrupted")
 
@@ -43,8 +45,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_class_folder(root: Path, classes: dict[str, int], size: tuple[int, int] = (12, 12),
-                       mode: str = "L", seed: int = 0) -> Path:
+def write_class_folder(
+    root: Path, classes: dict[str, int], size: tuple[int, int] = (12, 12), mode: str = "L", seed: int = 0
+) -> Path:
     """root/<class>/<i>.png with a class-dependent pattern, so a network can tell them apart."""
     rng = np.random.default_rng(seed)
     for ci, (name, count) in enumerate(sorted(classes.items())):
@@ -65,6 +68,7 @@ def image_folder(tmp_path: Path) -> Callable[..., Path]:
     def make(classes: dict[str, int] | None = None, **kw) -> Path:
         root = tmp_path / f"images{len(list(tmp_path.iterdir()))}"
         return write_class_folder(root, classes or {"cat": 6, "dog": 6}, **kw)
+
     return make
 
 
@@ -72,14 +76,14 @@ def image_folder(tmp_path: Path) -> Callable[..., Path]:
 def one_thread() -> Iterator[None]:
     """Tiny convolutions on 2 busy cores run many times slower with two OpenMP threads."""
     import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
 
 
-def wait_status(get: Callable[[], dict[str, Any]], what: str, timeout: float,
-                until: tuple[str, ...]) -> dict[str, Any]:
+def wait_status(get: Callable[[], dict[str, Any]], what: str, timeout: float, until: tuple[str, ...]) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -105,17 +109,17 @@ class Kiln:
         self.app = create_app(self.settings, run_scheduler=scheduler)
         self._TestClient = TestClient
         self.client = self.as_user("alice")
-        self.client.__enter__()   # runs the app's lifespan: starts the scheduler when it is on
+        self.client.__enter__()  # runs the app's lifespan: starts the scheduler when it is on
         self._store: Any = None
 
     def as_user(self, username: str | None) -> Any:
         """Another client of the same app: `username`'s cookie, or none for None."""
-        return self._TestClient(self.app, follow_redirects=False,
-                                cookies={"username": username} if username else None)
+        return self._TestClient(self.app, follow_redirects=False, cookies={"username": username} if username else None)
 
     @property
     def store(self) -> Any:
         from kiln.store import Store
+
         if self._store is None:
             self._store = Store(self.settings.db_path)
         return self._store
@@ -123,6 +127,7 @@ class Kiln:
     def run(self, job_id: str) -> str:
         """Run a queued job to its end in this process, as the CLI does; returns its status."""
         from kiln.jobs.worker import run_job
+
         return run_job(self.settings, job_id)
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -135,7 +140,7 @@ class Kiln:
         if self.client is None:
             return
         self.client.__exit__(None, None, None)
-        self.client = None   # with the scheduler on: stops its workers
+        self.client = None  # with the scheduler on: stops its workers
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -169,7 +174,7 @@ def copy_data_dir(src: Path, dst: Path) -> Path:
 
 
 # -- real servers -------------------------------------------------------------------------------
-_servers: list["Server"] = []
+_servers: list[Server] = []
 _test_started = [0.0]
 
 
@@ -182,7 +187,9 @@ class Server:
         self.stopped_at: float | None = None
         self.client = httpx.Client(base_url=url, timeout=30, cookies={"username": "alice"})
 
-    def wait_job(self, job_id: str, timeout: float = 120, until: tuple[str, ...] = ("Done", "Error", "Aborted")) -> dict:
+    def wait_job(
+        self, job_id: str, timeout: float = 120, until: tuple[str, ...] = ("Done", "Error", "Aborted")
+    ) -> dict:
         return wait_status(lambda: self.client.get(f"/jobs/{job_id}/status").json(), f"job {job_id}", timeout, until)
 
     def log_tail(self, lines: int = 60) -> str:
@@ -200,8 +207,12 @@ def start_server(data_dir: Path, env: dict[str, str] | None = None) -> Server:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kiln", "--data-dir", str(data_dir), "serve", "--port", str(port)],
-            env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     server = Server(f"http://127.0.0.1:{port}", data_dir, proc, log)
     _servers.append(server)
     deadline = time.monotonic() + 90
@@ -235,11 +246,11 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         pass
     try:
-        os.killpg(server.proc.pid, signal.SIGKILL)   # the server and anything left in its session
+        os.killpg(server.proc.pid, signal.SIGKILL)  # the server and anything left in its session
     except (ProcessLookupError, PermissionError):
         pass
     server.proc.wait()
-    for worker in workers:   # workers run in sessions of their own
+    for worker in workers:  # workers run in sessions of their own
         try:
             worker.kill()
         except psutil.Error:

@@ -1,4 +1,5 @@
 """kiln.atomic: complete content or nothing, no temp files left, file and folder fsynced."""
+
 from __future__ import annotations
 
 import json
@@ -91,15 +92,18 @@ def _streamed(path: Path) -> None:
     stream.commit()
 
 
-@pytest.mark.parametrize("write", [
-    lambda p: atomic_write_text(p, "x"),
-    lambda p: atomic_write_json(p, "x"),
-    lambda p: atomic_write_bytes(p, b"x"),
-    _by_path,
-    _streamed,
-], ids=["text", "json", "bytes", "path", "stream"])
-def test_file_then_folder_are_fsynced_around_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       write) -> None:
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p: atomic_write_text(p, "x"),
+        lambda p: atomic_write_json(p, "x"),
+        lambda p: atomic_write_bytes(p, b"x"),
+        _by_path,
+        _streamed,
+    ],
+    ids=["text", "json", "bytes", "path", "stream"],
+)
+def test_file_then_folder_are_fsynced_around_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write) -> None:
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
 

@@ -1,4 +1,5 @@
 """The `kiln` command end to end: dataset create, train (with a sweep), classify, jobs; data roots."""
+
 from __future__ import annotations
 
 import os
@@ -12,27 +13,57 @@ from tests.conftest import start_server, stop_server, write_class_folder
 
 
 def kiln(data: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kiln", "--data-dir", str(data), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kiln", "--data-dir", str(data), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_train_and_classify_from_the_command_line(tmp_path: Path) -> None:
     folder = write_class_folder(tmp_path / "imgs", {"left": 30, "right": 30}, size=(16, 16))
     data = tmp_path / "data"
-    made = kiln(data, "dataset", "create", "--name", "lr", "--folder", str(folder), "--channels", "1",
-                "--width", "16", "--height", "16")
+    made = kiln(
+        data,
+        "dataset",
+        "create",
+        "--name",
+        "lr",
+        "--folder",
+        str(folder),
+        "--channels",
+        "1",
+        "--width",
+        "16",
+        "--height",
+        "16",
+    )
     assert made.returncode == 0, made.stderr
-    out = kiln(data, "train", "--dataset", "lr", "--name", "cli-lenet", "--epochs", "2", "--lr", "0.01,0.001",
-               "--seed", "3", "--set", "solver_type=ADAM", "--set", "lr_policy=fixed")
+    out = kiln(
+        data,
+        "train",
+        "--dataset",
+        "lr",
+        "--name",
+        "cli-lenet",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.01,0.001",
+        "--seed",
+        "3",
+        "--set",
+        "solver_type=ADAM",
+        "--set",
+        "lr_policy=fixed",
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("model job ") == 2 and out.stdout.count(": Done") == 2
     assert "cli-lenet learning_rate:0.01 batch_size:64" in out.stdout
-    assert "epochs" in out.stderr and "val accuracy" in out.stderr          # the progress bar shows metrics
+    assert "epochs" in out.stderr and "val accuracy" in out.stderr  # the progress bar shows metrics
     listed = kiln(data, "jobs", "list").stdout
     assert listed.count("model") == 2 and listed.count("Done") == 3
     model_id = next(line.split()[0] for line in listed.splitlines() if "learning_rate:0.001" in line)
     top = kiln(data, "classify", model_id, str(folder / "right" / "0001.png"), str(tmp_path / "missing.png"))
-    assert top.returncode == 1                                            # one image could not be read
+    assert top.returncode == 1  # one image could not be read
     lines = top.stdout.splitlines()
     assert lines[1].strip().endswith(("right", "left")) and "%" in lines[1]
     assert "error" in top.stdout and "Traceback" not in top.stderr
@@ -45,9 +76,13 @@ def test_data_roots_limit_what_users_can_read(tmp_path: Path) -> None:
     outside = write_class_folder(tmp_path / "elsewhere", {"a": 3, "b": 3})
     server = start_server(tmp_path / "data", env={"KILN_DATA_ROOTS": str(tmp_path / "allowed")})
     try:
+
         def create(folder: Path):
-            return server.client.post("/datasets/images/classification.json", data={
-                "dataset_name": "d", "folder_train": str(folder), "resize_width": "8", "resize_height": "8"})
+            return server.client.post(
+                "/datasets/images/classification.json",
+                data={"dataset_name": "d", "folder_train": str(folder), "resize_width": "8", "resize_height": "8"},
+            )
+
         assert create(inside).status_code == 200
         refused = create(outside)
         assert refused.status_code == 400 and "folder_train" in refused.json()["errors"]
@@ -57,8 +92,13 @@ def test_data_roots_limit_what_users_can_read(tmp_path: Path) -> None:
 
 def test_serving_on_the_network_requires_data_roots(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KILN_DATA_ROOTS"}
-    out = subprocess.run([sys.executable, "-m", "kiln", "--data-dir", str(tmp_path), "serve", "--host", "0.0.0.0"],
-                         capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "kiln", "--data-dir", str(tmp_path), "serve", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode == 2 and "KILN_DATA_ROOTS" in out.stderr
 
 
@@ -74,22 +114,43 @@ def test_recipe_fills_the_form_and_flags_still_win() -> None:
 
 def test_relative_folder_is_resolved(tmp_path: Path) -> None:
     write_class_folder(tmp_path / "imgs", {"a": 3, "b": 3})
-    out = subprocess.run([sys.executable, "-m", "kiln", "--data-dir", str(tmp_path / "data"), "dataset", "create",
-                          "--name", "rel", "--folder", "imgs", "--width", "8", "--height", "8"],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kiln",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "dataset",
+            "create",
+            "--name",
+            "rel",
+            "--folder",
+            "imgs",
+            "--width",
+            "8",
+            "--height",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
 
 
 def test_jobs_commands(tmp_path: Path) -> None:
     folder = write_class_folder(tmp_path / "imgs", {"a": 3, "b": 3})
     data = tmp_path / "data"
-    queued = kiln(data, "dataset", "create", "--name", "q", "--folder", str(folder), "--width", "8",
-                  "--height", "8", "--queue")
+    queued = kiln(
+        data, "dataset", "create", "--name", "q", "--folder", str(folder), "--width", "8", "--height", "8", "--queue"
+    )
     job_id = queued.stdout.split()[2]
     assert '"status": "Initialized"' in kiln(data, "jobs", "show", job_id).stdout
     aborted = kiln(data, "jobs", "abort", job_id)
     assert aborted.returncode == 0 and aborted.stdout.strip() == "Job aborted."
-    resumed = kiln(data, "jobs", "resume", job_id)                        # runs here, as `kiln train` does
+    resumed = kiln(data, "jobs", "resume", job_id)  # runs here, as `kiln train` does
     assert resumed.returncode == 0 and f"{job_id}: Done" in resumed.stdout, resumed.stderr
     again = kiln(data, "jobs", "resume", job_id)
     assert again.returncode == 1 and "Job not resumed: it is Done." in again.stderr
@@ -98,8 +159,9 @@ def test_jobs_commands(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "not found" in missing.stderr
 
 
-def test_global_options_before_or_after_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_global_options_before_or_after_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kiln.cli import build_parser, main
 
     for argv in (["serve", "--data-dir", "D"], ["--data-dir", "D", "serve"]):
@@ -109,8 +171,26 @@ def test_global_options_before_or_after_the_command(tmp_path: Path, monkeypatch:
     monkeypatch.delenv("KILN_DATA_DIR", raising=False)
     write_class_folder(tmp_path / "imgs", {"a": 3, "b": 3})
     data = str(tmp_path / "d")
-    assert main(["dataset", "create", "--name", "ds", "--folder", "imgs", "--width", "8", "--height", "8",
-                 "--queue", "--data-dir", data]) == 0
+    assert (
+        main(
+            [
+                "dataset",
+                "create",
+                "--name",
+                "ds",
+                "--folder",
+                "imgs",
+                "--width",
+                "8",
+                "--height",
+                "8",
+                "--queue",
+                "--data-dir",
+                data,
+            ]
+        )
+        == 0
+    )
     assert main(["train", "--dataset", "ds", "--name", "after", "--queue", "--data-dir", data]) == 0
     assert main(["--data-dir", data, "train", "--dataset", "ds", "--name", "before", "--queue"]) == 0
     capsys.readouterr()
@@ -118,4 +198,4 @@ def test_global_options_before_or_after_the_command(tmp_path: Path, monkeypatch:
         assert main(argv) == 0
         names = [line.split()[-1] for line in capsys.readouterr().out.splitlines()]
         assert sorted(names) == ["after", "before", "ds"]
-    assert not (tmp_path / "kiln-data").exists()                     # nothing went to the default folder
+    assert not (tmp_path / "kiln-data").exists()  # nothing went to the default folder

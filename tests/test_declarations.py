@@ -1,5 +1,6 @@
 """Every choice is declared once: the form, `kiln train --help`, docs/api.md and OpenAPI offer exactly
 the engine's entries, and every value the engine refuses is refused when the job is created."""
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,13 @@ def _out_of_range(f: Field) -> list[float]:
     return bad
 
 
-RANGE_CASES = [(f.name, v) for f in FIELDS.values() if f.type in (int, float) for v in _out_of_range(f)
-               if not (f.type is int and v != v)]  # an int field gets "nan" as text, checked by the parser
+RANGE_CASES = [
+    (f.name, v)
+    for f in FIELDS.values()
+    if f.type in (int, float)
+    for v in _out_of_range(f)
+    if not (f.type is int and v != v)
+]  # an int field gets "nan" as text, checked by the parser
 
 
 @pytest.fixture
@@ -60,6 +66,7 @@ def _model_count(settings: Settings) -> int:
 
 def test_every_trainconfig_field_is_declared() -> None:
     import dataclasses
+
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {"network", "extra"}
     assert names == set(FIELDS)
 
@@ -89,8 +96,13 @@ def _option_help(help_text: str, flag: str) -> str:
 
 
 def test_cli_help_and_docs_list_every_choice() -> None:
-    help_text = subprocess.run([sys.executable, "-m", "kiln", "train", "--help"], capture_output=True,
-                               text=True, check=True, env={"COLUMNS": "400", "PATH": ""}).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "kiln", "train", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"COLUMNS": "400", "PATH": ""},
+    ).stdout
     docs = (ROOT / "docs" / "api.md").read_text()
     for f in CHOICE_FIELDS:
         flag = "--" + f.name.replace("_", "-")
@@ -133,21 +145,48 @@ def test_unknown_choice_refused_at_creation(app_client: TestClient, f: Field) ->
 
 def test_lr_step_size_zero_is_refused_on_web_and_cli(app_client: TestClient) -> None:
     """The bug that started it: the job used to be created and fail a second later."""
-    form = {"dataset": app_client.dataset_id, "model_name": "m", "standard_networks": "lenet",
-            "lr_policy": "step", "lr_step_size": "0"}
+    form = {
+        "dataset": app_client.dataset_id,
+        "model_name": "m",
+        "standard_networks": "lenet",
+        "lr_policy": "step",
+        "lr_step_size": "0",
+    }
     res = app_client.post("/models/images/classification", data=form, follow_redirects=False)
     assert res.status_code == 400 and 'data-field="lr_step_size"' in res.text
-    cli = subprocess.run([sys.executable, "-m", "kiln", "--data-dir", str(app_client.settings.data_dir), "train",
-                          "--dataset", app_client.dataset_id, "--name", "m", "--lr-step-size", "0", "--queue"],
-                         capture_output=True, text=True)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kiln",
+            "--data-dir",
+            str(app_client.settings.data_dir),
+            "train",
+            "--dataset",
+            app_client.dataset_id,
+            "--name",
+            "m",
+            "--lr-step-size",
+            "0",
+            "--queue",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert cli.returncode != 0 and "lr_step_size" in cli.stderr + cli.stdout
     assert _model_count(app_client.settings) == 0
 
 
 def test_valid_form_creates_a_job(app_client: TestClient) -> None:
     """The other side: the checks do not refuse the form's own defaults."""
-    form = {"dataset": app_client.dataset_id, "model_name": "m", "standard_networks": "lenet",
-            "lr_policy": "multistep", "lr_multistep_values": "30,60", "learning_rate": "0.1,0.01"}
+    form = {
+        "dataset": app_client.dataset_id,
+        "model_name": "m",
+        "standard_networks": "lenet",
+        "lr_policy": "multistep",
+        "lr_multistep_values": "30,60",
+        "learning_rate": "0.1,0.01",
+    }
     res = app_client.post("/models/images/classification.json", data=form)
     assert res.status_code == 200, res.text
     assert _model_count(app_client.settings) == 2
@@ -161,7 +200,12 @@ def test_dataset_form_and_cli_offer_the_declared_choices(app_client: TestClient,
     page = app_client.get("/datasets/images/classification/new").text
     select = re.search(rf'<select name="{name}".*?</select>', page, re.S)
     assert select and re.findall(r'<option value="([^"]*)"', select.group(0)) == declared
-    help_text = subprocess.run([sys.executable, "-m", "kiln", "dataset", "create", "--help"], capture_output=True,
-                               text=True, check=True, env={"COLUMNS": "400", "PATH": ""}).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "kiln", "dataset", "create", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"COLUMNS": "400", "PATH": ""},
+    ).stdout
     block = _option_help(help_text, "--" + name.replace("_", "-"))
     assert all(v in block for v in declared), block

@@ -1,4 +1,5 @@
 """Every setting and every CLI command is documented in the README (Datasette's habit)."""
+
 from dataclasses import fields
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """The one preprocessing path: uint8 NHWC -> float NCHW channels_last, mean, crop."""
+
 from __future__ import annotations
 
 import io
@@ -48,25 +49,32 @@ def test_random_crop_is_a_window_of_each_image():
     x = pre.batch_to_tensor(b, train=True, generator=g).permute(0, 2, 3, 1).numpy()
     offsets = set()
     for img, crop in zip(b, x):
-        found = [(t, l) for t in range(4) for l in range(4) if np.array_equal(img[t:t + 5, l:l + 5], crop)]
+        found = [(t, x) for t in range(4) for x in range(4) if np.array_equal(img[t : t + 5, x : x + 5], crop)]
         assert found
         offsets.add(found[0])
-    assert len(offsets) > 3                                   # one offset per image, not per batch
+    assert len(offsets) > 3  # one offset per image, not per batch
     again = pre.batch_to_tensor(b, train=True, generator=torch.Generator().manual_seed(0))
     assert np.array_equal(again.permute(0, 2, 3, 1).numpy(), x)
 
 
 def test_dict_round_trip_is_json():
     import json
+
     pre = Preprocess(1, 4, 4, "crop", "image", np.full((4, 4, 1), 3.25, np.float32), crop_size=3)
     back = Preprocess.from_dict(json.loads(json.dumps(pre.to_dict())))
     assert back.to_dict() == pre.to_dict() and back.mean.dtype == np.float32
     assert back.input_size == (3, 3)
 
 
-@pytest.mark.parametrize("kw, field", [(dict(crop_size=9), "crop_size"), (dict(use_mean="image"), "mean"),
-                                       (dict(use_mean="median"), "use_mean"),
-                                       (dict(use_mean="pixel", mean=np.zeros(3)), "shape")])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        (dict(crop_size=9), "crop_size"),
+        (dict(use_mean="image"), "mean"),
+        (dict(use_mean="median"), "use_mean"),
+        (dict(use_mean="pixel", mean=np.zeros(3)), "shape"),
+    ],
+)
 def test_bad_settings_name_the_field(kw, field):
     with pytest.raises(ValueError, match=field):
         Preprocess(1, 8, 8, **kw)
@@ -79,4 +87,5 @@ def test_image_to_array_resizes_like_the_dataset():
     arr = Preprocess(1, 10, 10, "squash").image_to_array(data.getvalue())
     assert arr.shape == (10, 10, 1) and arr.dtype == np.uint8
     from kiln.datasets.images import load_image, resize_image
+
     assert np.array_equal(arr, resize_image(load_image(data.getvalue(), 1), 10, 10, "squash"))

@@ -4,6 +4,7 @@ Each image goes through the one preprocessing path (images.load_image, images.re
 a chunk comes back as uint8 pixels (raw storage) or PNG/JPEG bytes (encoded storage), plus the
 pixel sum the parent needs for the mean. Failed images are reported, never raised.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -16,12 +17,13 @@ from kiln.datasets.images import ImageLoadError, encode_image, load_image, resiz
 from kiln.datasets.packed_format import PIXEL_DTYPE, storage_for
 from kiln.datasets.spec import DatasetSpec
 
-CHUNK_BYTES = 8 << 20           # raw pixels per chunk sent back by a worker
+CHUNK_BYTES = 8 << 20  # raw pixels per chunk sent back by a worker
 
 
 @dataclass(frozen=True)
 class ImageParams:
     """What every stored image is made into."""
+
     channels: int
     height: int
     width: int
@@ -31,8 +33,14 @@ class ImageParams:
 
     @classmethod
     def from_spec(cls, spec: DatasetSpec) -> ImageParams:
-        return cls(int(spec.resize_channels), int(spec.resize_height), int(spec.resize_width),
-                   spec.resize_mode, spec.encoding, int(spec.seed or 0))
+        return cls(
+            int(spec.resize_channels),
+            int(spec.resize_height),
+            int(spec.resize_width),
+            spec.resize_mode,
+            spec.encoding,
+            int(spec.seed or 0),
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -46,24 +54,26 @@ class ImageParams:
 @dataclass(frozen=True)
 class ChunkTask:
     """One chunk of a split, as sent to a worker."""
+
     params: ImageParams
-    split_id: int               # seeds the random padding with the chunk's place, not its worker
-    start: int                  # index of the chunk's first entry in its split
+    split_id: int  # seeds the random padding with the chunk's place, not its worker
+    start: int  # index of the chunk's first entry in its split
     paths: list[str]
-    want_sum: bool              # train only: the parent accumulates the mean
-    invert: bool                # also encode 255 - x copies (add_inverted, encoded storage)
+    want_sum: bool  # train only: the parent accumulates the mean
+    invert: bool  # also encode 255 - x copies (add_inverted, encoded storage)
 
 
 @dataclass
 class Chunk:
     """What a worker sends back for one chunk of paths."""
-    ok: np.ndarray                       # bool per path
-    errors: list[tuple[int, str]]        # (position in chunk, message)
-    pixels: np.ndarray | None            # (n_ok, H, W, C) for raw storage
-    total: np.ndarray | None             # float64 HWC sum of the ok images (train only)
-    blob: bytes = b""                    # encoded images, concatenated
+
+    ok: np.ndarray  # bool per path
+    errors: list[tuple[int, str]]  # (position in chunk, message)
+    pixels: np.ndarray | None  # (n_ok, H, W, C) for raw storage
+    total: np.ndarray | None  # float64 HWC sum of the ok images (train only)
+    blob: bytes = b""  # encoded images, concatenated
     lengths: np.ndarray | None = None
-    inv_blob: bytes = b""                # encoded inverted copies
+    inv_blob: bytes = b""  # encoded inverted copies
     inv_lengths: np.ndarray | None = None
 
 
@@ -90,8 +100,7 @@ def _decode_all(task: ChunkTask) -> tuple[np.ndarray, np.ndarray, list[tuple[int
     n = 0
     for i, path in enumerate(task.paths):
         try:
-            out[n] = resize_image(load_image(path, params.channels), params.height, params.width,
-                                  params.mode, rng)
+            out[n] = resize_image(load_image(path, params.channels), params.height, params.width, params.mode, rng)
         except ImageLoadError as exc:
             errors.append((i, str(exc)))
             continue

@@ -4,6 +4,7 @@ This is the one preprocessing path: dataset packing, classify one / many and exp
 load with `load_image` and resize with `resize_image`, so a picture gives the same pixels
 wherever it is seen.
 """
+
 from __future__ import annotations
 
 import io
@@ -69,8 +70,10 @@ def _read(source: str | Path | bytes | BinaryIO, max_pixels: int) -> Image.Image
     try:
         img = _open(source)
         if img.width * img.height > max_pixels:
-            raise ImageLoadError(f"{_describe(source)}: {img.width}x{img.height} pixels is over the limit "
-                                 f"of {max_pixels} (refused as a possible decompression bomb)")
+            raise ImageLoadError(
+                f"{_describe(source)}: {img.width}x{img.height} pixels is over the limit "
+                f"of {max_pixels} (refused as a possible decompression bomb)"
+            )
         img.load()
     except ImageLoadError:
         raise
@@ -143,8 +146,9 @@ def _to_l_or_rgb(img: Image.Image, name: str) -> Image.Image:
         raise ImageLoadError(f"{name}: image mode {mode!r} is not supported ({exc})") from None
 
 
-def load_image(source: str | Path | bytes | BinaryIO, channels: int, *,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(
+    source: str | Path | bytes | BinaryIO, channels: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Read an image file, bytes or stream into an HxWxC uint8 array, C = channels (1 grey, 3 RGB).
 
     Grey is Pillow's convert('L'): 0.299R + 0.587G + 0.114B (ITU-R 601-2, rounded); grey to RGB
@@ -184,12 +188,10 @@ def _pad(image: np.ndarray, height: int, width: int, rng: np.random.Generator) -
     h, w, c = image.shape
     if h < height:
         top = (height - h) // 2
-        return np.concatenate([_noise(rng, (top, w, c)), image,
-                               _noise(rng, (height - h - top, w, c))], axis=0)
+        return np.concatenate([_noise(rng, (top, w, c)), image, _noise(rng, (height - h - top, w, c))], axis=0)
     if w < width:
         left = (width - w) // 2
-        return np.concatenate([_noise(rng, (h, left, c)), image,
-                               _noise(rng, (h, width - w - left, c))], axis=1)
+        return np.concatenate([_noise(rng, (h, left, c)), image, _noise(rng, (h, width - w - left, c))], axis=1)
     return image
 
 
@@ -197,10 +199,10 @@ def _crop_centre(image: np.ndarray, height: int, width: int) -> np.ndarray:
     h, w = image.shape[:2]
     if w > width:
         start = round_half_up((w - width) / 2.0)
-        image = image[:, start:start + width]
+        image = image[:, start : start + width]
     if h > height:
         start = round_half_up((h - height) / 2.0)
-        image = image[start:start + height, :]
+        image = image[start : start + height, :]
     return image
 
 
@@ -210,8 +212,9 @@ def _even_gap(size: int, target: int) -> int:
     return size + 1 if (target - size) % 2 == 1 else size
 
 
-def resize_image(image: np.ndarray, height: int, width: int, mode: str,
-                 rng: np.random.Generator | None = None) -> np.ndarray:
+def resize_image(
+    image: np.ndarray, height: int, width: int, mode: str, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Resize an HxWxC uint8 image to height x width with DIGITS' resize modes.
 
     squash: plain resize; also used whenever the aspect ratio already matches.
@@ -258,8 +261,7 @@ def resize_image(image: np.ndarray, height: int, width: int, mode: str,
 
 def encode_image(image: np.ndarray, fmt: str) -> bytes:
     """PNG (lossless) or JPEG (quality 90, as DIGITS) bytes of an HxWxC uint8 image."""
-    pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image,
-                          "L" if image.shape[2] == 1 else "RGB")
+    pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image, "L" if image.shape[2] == 1 else "RGB")
     buf = io.BytesIO()
     if fmt == "png":
         pil.save(buf, format="PNG")

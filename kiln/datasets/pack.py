@@ -5,6 +5,7 @@ and write them, decode the images chunk by chunk in the workers (kiln.datasets.c
 parent appends each chunk to its split's files (kiln.datasets.pack_writers), write the mean, and
 write the manifest last. The files and their layout: kiln.datasets.packed_format.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,20 +24,27 @@ from kiln.datasets.sources import SPLITS, DatasetInputError, Entry, SourceLists,
 from kiln.datasets.spec import DatasetSpec
 from kiln.reporting import Reporter, Stopped
 
-PARSE_SHARE = 0.05              # progress fraction given to parsing
+PARSE_SHARE = 0.05  # progress fraction given to parsing
 SPLIT_NAMES = {"train": "training", "val": "validation", "test": "testing"}
 
-Key = tuple[str, int, list[Entry]]   # (split, start, entries) of one chunk
+Key = tuple[str, int, list[Entry]]  # (split, start, entries) of one chunk
 
 
 def _manifest_head(spec: DatasetSpec, src: SourceLists) -> dict[str, Any]:
     return {
         "version": fmt.MANIFEST_VERSION,
         "labels": src.labels,
-        "image": {"width": int(spec.resize_width), "height": int(spec.resize_height),
-                  "channels": int(spec.resize_channels), "resize_mode": spec.resize_mode,
-                  "encoding": spec.encoding},
-        "splits": {}, "errors": [], "error_count": 0, "mean_pixel": [],
+        "image": {
+            "width": int(spec.resize_width),
+            "height": int(spec.resize_height),
+            "channels": int(spec.resize_channels),
+            "resize_mode": spec.resize_mode,
+            "encoding": spec.encoding,
+        },
+        "splits": {},
+        "errors": [],
+        "error_count": 0,
+        "mean_pixel": [],
         "parse": src.parse_info(),
         "source": spec.to_dict(),
     }
@@ -64,9 +72,15 @@ class _Build:
         for split in self.splits:
             entries = self.src.splits[split]
             for start in range(0, len(entries), size):
-                part = entries[start:start + size]
-                task = ChunkTask(self.target.params, SPLITS.index(split), start, [p for p, _ in part],
-                                 want_sum=split == "train", invert=self.inverted and split == "train")
+                part = entries[start : start + size]
+                task = ChunkTask(
+                    self.target.params,
+                    SPLITS.index(split),
+                    start,
+                    [p for p, _ in part],
+                    want_sum=split == "train",
+                    invert=self.inverted and split == "train",
+                )
                 yield (split, start, part), task
 
     def run(self, pool: OrderedPool, size: int) -> None:
@@ -87,15 +101,18 @@ class _Build:
         split, start, part = key
         if split not in self.writers:
             self._finish_open_splits()  # splits arrive one after the other
-            self.writers[split] = SplitWriter(self.target, split, len(self.src.splits[split]),
-                                              self.inverted and split == "train")
+            self.writers[split] = SplitWriter(
+                self.target, split, len(self.src.splits[split]), self.inverted and split == "train"
+            )
         labels = np.fromiter((lab for _, lab in part), dtype=np.int64, count=len(part))
         self.writers[split].add(chunk, labels, start)
         for i, message in chunk.errors:
             self.errors.add(split, part[i][0], part[i][1], message)
         self.done += len(part)
-        self.reporter.progress(PARSE_SHARE + (0.99 - PARSE_SHARE) * self.done / self.total,
-                               f"{split}: {start + len(part)}/{len(self.src.splits[split])} images")
+        self.reporter.progress(
+            PARSE_SHARE + (0.99 - PARSE_SHARE) * self.done / self.total,
+            f"{split}: {start + len(part)}/{len(self.src.splits[split])} images",
+        )
         if self.reporter.should_stop():
             raise Stopped("dataset creation aborted")
 
@@ -108,15 +125,18 @@ class _Build:
         stats = writer.finish()
         self.manifest["splits"][writer.split] = stats
         failed = self.errors.per_split.get(writer.split, 0)
-        self.reporter.log(f"{stats['count']} images written to database ({writer.split}"
-                          f"{f', {failed} failed to load' if failed else ''})")
+        self.reporter.log(
+            f"{stats['count']} images written to database ({writer.split}"
+            f"{f', {failed} failed to load' if failed else ''})"
+        )
         if writer.split != "train":
             return
         mean = writer.mean()
         if mean is None:
             first = self.errors.kept[0]["message"] if self.errors.kept else "no images"
-            raise DatasetInputError(_train_field(self.spec), f"none of the training images could be read "
-                                    f"(first error: {first})")
+            raise DatasetInputError(
+                _train_field(self.spec), f"none of the training images could be read (first error: {first})"
+            )
         fmt.write_mean(self.target.files.root, mean)
         self.manifest["mean_pixel"] = [float(v) for v in mean.reshape(-1, mean.shape[2]).mean(axis=0)]
 
@@ -133,8 +153,9 @@ def _parse(spec: DatasetSpec, job_dir: Path, reporter: Reporter) -> SourceLists:
     return src
 
 
-def build_dataset(spec: DatasetSpec, job_dir: Path, reporter: Reporter, workers: int = 2,
-                  chunk_size: int | None = None) -> dict:
+def build_dataset(
+    spec: DatasetSpec, job_dir: Path, reporter: Reporter, workers: int = 2, chunk_size: int | None = None
+) -> dict:
     """Build the packed dataset that spec describes in job_dir and return its manifest.
 
     Raises DatasetInputError for problems with the user's input (field, message), and

@@ -4,6 +4,7 @@ The parent process appends each decoded chunk straight to its split's files, so 
 flat whatever the image count. Every file is written under a temporary name and committed
 atomically when its split is finished, or discarded when the build fails.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,12 +30,13 @@ from kiln.datasets.packed_format import (
 from kiln.reporting import Reporter
 
 MAX_ERRORS_IN_MANIFEST = 200
-MAX_ERRORS_IN_LOG = 20          # per split, in the job log; errors.log has them all
+MAX_ERRORS_IN_LOG = 20  # per split, in the job log; errors.log has them all
 
 
 @dataclass(frozen=True)
 class PackTarget:
     """What every split writer of one build shares: where, what images, how many labels."""
+
     files: PackedFiles
     params: ImageParams
     n_labels: int
@@ -81,7 +83,7 @@ class BlobFile:
     def __init__(self, path: Path, offsets: Path, inverted: bool) -> None:
         self.offsets_path = offsets
         self.out = AtomicFile(path, "wb")
-        self.inv: IO[bytes] | None = tempfile.TemporaryFile(dir=path.parent) if inverted else None
+        self.inv: IO[bytes] | None = tempfile.TemporaryFile(dir=path.parent) if inverted else None  # noqa: SIM115 (closed in close())
         self.lengths: list[np.ndarray] = []
         self.inv_lengths: list[np.ndarray] = []
 
@@ -90,8 +92,7 @@ class BlobFile:
         self.lengths.append(chunk.lengths if chunk.lengths is not None else np.zeros(0, INDEX_DTYPE))
         if self.inv is not None:
             self.inv.write(chunk.inv_blob)
-            self.inv_lengths.append(chunk.inv_lengths if chunk.inv_lengths is not None
-                                    else np.zeros(0, INDEX_DTYPE))
+            self.inv_lengths.append(chunk.inv_lengths if chunk.inv_lengths is not None else np.zeros(0, INDEX_DTYPE))
 
     def append_inverted(self) -> None:
         if self.inv is None:
@@ -154,13 +155,14 @@ class SplitWriter:
             labels, sources = np.tile(labels, 2), np.tile(sources, 2)
             flags = np.concatenate([flags, np.ones(n, dtype=bool)])
         self.data.finish()
-        write_split_arrays(self.target.files.root, self.split,
-                           {"labels": labels, "inverted": flags, "source": sources})
-        return {"count": len(labels),
-                "per_class": np.bincount(labels, minlength=self.target.n_labels).tolist(),
-                "errors_per_class": self.errors_per_class.tolist(),
-                "inverted": int(flags.sum()),
-                "storage": self.storage}
+        write_split_arrays(self.target.files.root, self.split, {"labels": labels, "inverted": flags, "source": sources})
+        return {
+            "count": len(labels),
+            "per_class": np.bincount(labels, minlength=self.target.n_labels).tolist(),
+            "errors_per_class": self.errors_per_class.tolist(),
+            "inverted": int(flags.sum()),
+            "storage": self.storage,
+        }
 
     def mean(self) -> np.ndarray | None:
         """Mean of every stored train entry, inverted copies included (what the network sees)."""

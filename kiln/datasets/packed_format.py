@@ -16,6 +16,7 @@ The completeness rule: manifest.json is removed before a (re)build starts and wr
 folder with a manifest holds a complete dataset and one without must not be read. Every file is
 written atomically (kiln.atomic), so none is ever seen half written.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,9 +37,9 @@ MEAN_NPY = "mean.npy"
 MEAN_PNG = "mean.png"
 ERRORS_LOG = "errors.log"
 
-PIXEL_DTYPE = np.uint8      # <split>.u8, (N, H, W, C)
-INDEX_DTYPE = np.int64      # labels, source lines, blob offsets
-MEAN_DTYPE = np.float32     # mean.npy, (H, W, C)
+PIXEL_DTYPE = np.uint8  # <split>.u8, (N, H, W, C)
+INDEX_DTYPE = np.int64  # labels, source lines, blob offsets
+MEAN_DTYPE = np.float32  # mean.npy, (H, W, C)
 SPLIT_ARRAYS = {"labels": INDEX_DTYPE, "inverted": np.bool_, "source": INDEX_DTYPE}
 
 
@@ -50,6 +51,7 @@ def storage_for(encoding: str) -> str:
 @dataclass(frozen=True)
 class PackedFiles:
     """The paths of one packed dataset's files."""
+
     root: Path
 
     @property
@@ -93,6 +95,7 @@ class PackedFiles:
 
 # -- the manifest and the completeness rule --------------------------------------------------------
 
+
 def is_complete(job_dir: str | Path) -> bool:
     """True when job_dir holds a finished dataset (its manifest exists)."""
     return PackedFiles(Path(job_dir)).manifest.is_file()
@@ -117,6 +120,7 @@ def write_manifest(job_dir: Path, manifest: dict[str, Any]) -> None:
 
 
 # -- small files -----------------------------------------------------------------------------------
+
 
 def write_lists(job_dir: Path, labels: list[str], splits: Mapping[str, Iterable[tuple[str, int]]]) -> None:
     """labels.txt and one `path label` list per non-empty split."""

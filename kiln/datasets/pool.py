@@ -5,6 +5,7 @@ every task and let finished results pile up in memory; this keeps at most 2 per 
 ProcessPoolExecutor rather than Pool: a worker that dies (OOM killer, a crashing decoder) raises
 BrokenProcessPool instead of hanging the job.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -36,8 +37,7 @@ class OrderedPool:
     once so that their start-up overlaps whatever the caller does next. `initializer` runs in
     each worker (or here), and its module is preloaded by a forkserver."""
 
-    def __init__(self, workers: int, log: Callable[[str], None],
-                 initializer: Callable[[], None] | None = None) -> None:
+    def __init__(self, workers: int, log: Callable[[str], None], initializer: Callable[[], None] | None = None) -> None:
         if workers > 1 and multiprocessing.current_process().daemon:
             log("Running in one process: a daemonic process may not start worker processes.")
             workers = 1

@@ -1,4 +1,5 @@
 """Reading a packed dataset (its files and layout: kiln.datasets.packed_format)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +34,7 @@ class EncodedImages:
     def encoded(self, index: int) -> bytes:
         """The stored PNG/JPEG bytes of one entry."""
         i = range(len(self))[index]
-        return self._bytes()[self.offsets[i]:self.offsets[i + 1]].tobytes()
+        return self._bytes()[self.offsets[i] : self.offsets[i + 1]].tobytes()
 
     def __getitem__(self, key: int | slice | np.ndarray | list[int]) -> np.ndarray:
         if isinstance(key, (int, np.integer)):
@@ -129,4 +130,3 @@ class PackedDataset:
         if split not in self._line_cache:
             self._line_cache[split] = fmt.read_list_paths(self.dir, split)
         return self._line_cache[split]
-

@@ -3,13 +3,14 @@
 Turns a DatasetSpec into labels plus a list of (path, label) per split, with DIGITS' stratified
 per-class three-way split. Mistakes in the user's input raise DatasetInputError(field, message).
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -72,6 +73,7 @@ def split_indices(n: int, pct_val: float, pct_test: float) -> tuple[int, int, in
 @dataclass
 class ParsedFolder:
     """Images per label (index into labels), as found under one folder."""
+
     folder: str
     labels: list[str]
     images: list[list[str]]
@@ -115,9 +117,14 @@ def _images_under(folder: str) -> list[str]:
     return found
 
 
-def parse_folder(folder: str | Path, min_per_class: int, max_per_class: int | None,
-                 labels: list[str] | None = None, seed: int = 0,
-                 field_name: str = "folder_train") -> ParsedFolder:
+def parse_folder(
+    folder: str | Path,
+    min_per_class: int,
+    max_per_class: int | None,
+    labels: list[str] | None = None,
+    seed: int = 0,
+    field_name: str = "folder_train",
+) -> ParsedFolder:
     """Parse a folder with one sub-folder per class (DIGITS' parse_folder).
 
     Labels are the sorted sub-folder names with `_` shown as a space. With `labels` (a separate
@@ -140,8 +147,9 @@ def parse_folder(folder: str | Path, min_per_class: int, max_per_class: int | No
             continue
         paths = _images_under(entry.path)
         if len(paths) < max(min_per_class, 1):
-            out.dropped.append({"label": name, "reason": f"{len(paths)} images, fewer than the "
-                                                         f"minimum of {min_per_class} per class"})
+            out.dropped.append(
+                {"label": name, "reason": f"{len(paths)} images, fewer than the minimum of {min_per_class} per class"}
+            )
             continue
         if max_per_class is not None and len(paths) > max_per_class:
             keep = np.sort(rng.choice(len(paths), size=max_per_class, replace=False))
@@ -169,8 +177,9 @@ def read_labels_file(path: str | Path, field_name: str = "textfile_labels_file")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def parse_textfile(list_path: str | Path, labels: list[str], prefix: str | Path = "",
-                   field_name: str = "textfile_train_images") -> ParsedList:
+def parse_textfile(
+    list_path: str | Path, labels: list[str], prefix: str | Path = "", field_name: str = "textfile_train_images"
+) -> ParsedList:
     """Read a DIGITS image list: one `path label_index` per line.
 
     Relative paths are joined to prefix (or, without one, to the list file's folder). Lines that
@@ -193,8 +202,10 @@ def parse_textfile(list_path: str | Path, labels: list[str], prefix: str | Path 
             continue
         label = int(match.group(2))
         if label >= len(labels):
-            out.bad_lines.append(f"{list_path} line {number}: label {label} is not in the labels file "
-                                 f"({len(labels)} labels, 0..{len(labels) - 1})")
+            out.bad_lines.append(
+                f"{list_path} line {number}: label {label} is not in the labels file "
+                f"({len(labels)} labels, 0..{len(labels) - 1})"
+            )
             continue
         path = match.group(1).strip()
         out.entries.append((os.path.abspath(os.path.join(base, path)), label))
@@ -207,6 +218,7 @@ def parse_textfile(list_path: str | Path, labels: list[str], prefix: str | Path 
 @dataclass
 class SourceLists:
     """What a spec resolves to: labels and the (path, label) entries of each split, in storage order."""
+
     labels: list[str]
     splits: dict[str, list[Entry]]
     dropped: list[dict[str, str]] = field(default_factory=list)
@@ -214,8 +226,12 @@ class SourceLists:
 
     def parse_info(self) -> dict:
         """The manifest's "parse" block; found counts the images kept, as DIGITS' "Found N images"."""
-        return {"found": sum(len(v) for v in self.splits.values()), "categories": len(self.labels),
-                "dropped": self.dropped, "warnings": self.warnings[:50]}
+        return {
+            "found": sum(len(v) for v in self.splits.values()),
+            "categories": len(self.labels),
+            "dropped": self.dropped,
+            "warnings": self.warnings[:50],
+        }
 
 
 def _as_int(value: object, default: int) -> int:
@@ -227,8 +243,9 @@ def _max(value: object) -> int | None:
     return _as_int(value, 0) or None
 
 
-def _stratified(parsed: ParsedFolder, pct_val: int, pct_test: int,
-                rng: np.random.Generator) -> tuple[list[str], dict[str, list[Entry]], list[dict[str, str]]]:
+def _stratified(
+    parsed: ParsedFolder, pct_val: int, pct_test: int, rng: np.random.Generator
+) -> tuple[list[str], dict[str, list[Entry]], list[dict[str, str]]]:
     """Per-class shuffle and three-way split; classes too small for the requested splits are dropped."""
     required = sum(1 for p in (100 - pct_val - pct_test, pct_val, pct_test) if p > 0)
     labels: list[str] = []
@@ -236,14 +253,15 @@ def _stratified(parsed: ParsedFolder, pct_val: int, pct_test: int,
     dropped: list[dict[str, str]] = []
     for name, paths in zip(parsed.labels, parsed.images):
         if len(paths) < required:
-            dropped.append({"label": name, "reason": f"{len(paths)} images, fewer than the "
-                                                     f"{required} splits requested"})
+            dropped.append(
+                {"label": name, "reason": f"{len(paths)} images, fewer than the {required} splits requested"}
+            )
             continue
         index = len(labels)
         labels.append(name)
         order = rng.permutation(len(paths))
         a, b, _ = split_indices(len(paths), pct_val, pct_test)
-        for split, part in zip(SPLITS, (order[:a], order[a:a + b], order[a + b:])):
+        for split, part in zip(SPLITS, (order[:a], order[a : a + b], order[a + b :])):
             splits[split].extend((paths[i], index) for i in part)
     return labels, splits, dropped
 
@@ -252,25 +270,33 @@ def _from_folders(spec: DatasetSpec) -> SourceLists:
     seed = _as_int(spec.seed, 0)
     pct_val = 0 if spec.has_val_folder else _as_int(spec.folder_pct_val, 0)
     pct_test = 0 if spec.has_test_folder else _as_int(spec.folder_pct_test, 0)
-    train = parse_folder(spec.folder_train, _as_int(spec.folder_train_min_per_class, 1),
-                         _max(spec.folder_train_max_per_class), seed=seed)
+    train = parse_folder(
+        spec.folder_train, _as_int(spec.folder_train_min_per_class, 1), _max(spec.folder_train_max_per_class), seed=seed
+    )
     labels, splits, dropped = _stratified(train, pct_val, pct_test, np.random.default_rng(seed))
     dropped = train.dropped + dropped
     if len(labels) < 2:
         kept = f" ({', '.join(labels)})" if labels else ""
-        raise DatasetInputError("folder_train", f"found {len(labels)} usable classes{kept} in "
-                                f"{spec.folder_train}; need at least 2 sub-folders with at least "
-                                f"{_as_int(spec.folder_train_min_per_class, 1)} images each")
+        raise DatasetInputError(
+            "folder_train",
+            f"found {len(labels)} usable classes{kept} in "
+            f"{spec.folder_train}; need at least 2 sub-folders with at least "
+            f"{_as_int(spec.folder_train_min_per_class, 1)} images each",
+        )
     warnings = list(train.warnings)
     for split, use, folder, lo, hi in (
-            ("val", spec.has_val_folder, spec.folder_val, spec.folder_val_min_per_class,
-             spec.folder_val_max_per_class),
-            ("test", spec.has_test_folder, spec.folder_test, spec.folder_test_min_per_class,
-             spec.folder_test_max_per_class)):
+        ("val", spec.has_val_folder, spec.folder_val, spec.folder_val_min_per_class, spec.folder_val_max_per_class),
+        (
+            "test",
+            spec.has_test_folder,
+            spec.folder_test,
+            spec.folder_test_min_per_class,
+            spec.folder_test_max_per_class,
+        ),
+    ):
         if not use:
             continue
-        extra = parse_folder(folder, _as_int(lo, 1), _max(hi), labels=labels, seed=seed,
-                             field_name=f"folder_{split}")
+        extra = parse_folder(folder, _as_int(lo, 1), _max(hi), labels=labels, seed=seed, field_name=f"folder_{split}")
         splits[split] = [(p, i) for i, paths in enumerate(extra.images) for p in paths]
         warnings += extra.warnings
         dropped += [{**d, "label": f"{d['label']} ({split} folder)"} for d in extra.dropped]
@@ -282,16 +308,20 @@ def _from_textfiles(spec: DatasetSpec) -> SourceLists:
         raise DatasetInputError("textfile_labels_file", "a labels file is required")
     labels = read_labels_file(spec.textfile_labels_file)
     if len(labels) < 2:
-        raise DatasetInputError("textfile_labels_file", f"{spec.textfile_labels_file} names "
-                                f"{len(labels)} labels; need at least 2")
+        raise DatasetInputError(
+            "textfile_labels_file", f"{spec.textfile_labels_file} names {len(labels)} labels; need at least 2"
+        )
     splits: dict[str, list[Entry]] = {s: [] for s in SPLITS}
     warnings: list[str] = []
     for split, use in (("train", True), ("val", spec.textfile_use_val), ("test", spec.textfile_use_test)):
         if not use:
             continue
-        parsed = parse_textfile(getattr(spec, f"textfile_{split}_images"), labels,
-                                getattr(spec, f"textfile_{split}_folder") or "",
-                                field_name=f"textfile_{split}_images")
+        parsed = parse_textfile(
+            getattr(spec, f"textfile_{split}_images"),
+            labels,
+            getattr(spec, f"textfile_{split}_folder") or "",
+            field_name=f"textfile_{split}_images",
+        )
         splits[split] = parsed.entries
         warnings += parsed.bad_lines
     return SourceLists(labels, splits, [], warnings)

@@ -1,4 +1,5 @@
 """What a dataset job is asked to build. Field names are DIGITS' form field names."""
+
 from __future__ import annotations
 
 import os
@@ -11,14 +12,14 @@ from typing import Any
 class DatasetSpec:
     dataset_name: str = ""
     group_name: str = ""
-    method: str = "folder"            # folder | textfile
-    resize_channels: int = 3          # 1 grey, 3 colour (RGB)
+    method: str = "folder"  # folder | textfile
+    resize_channels: int = 3  # 1 grey, 3 colour (RGB)
     resize_width: int = 256
     resize_height: int = 256
-    resize_mode: str = "squash"       # squash | crop | fill | half_crop
-    encoding: str = "none"            # none | png | jpg  (kiln default none: fastest to train from)
-    add_inverted: bool = False        # also store 255 - x of every training image
-    seed: int = 0                     # split shuffling and fill noise
+    resize_mode: str = "squash"  # squash | crop | fill | half_crop
+    encoding: str = "none"  # none | png | jpg  (kiln default none: fastest to train from)
+    add_inverted: bool = False  # also store 255 - x of every training image
+    seed: int = 0  # split shuffling and fill noise
     # method = folder
     folder_train: str = ""
     folder_pct_val: int = 25
@@ -36,7 +37,7 @@ class DatasetSpec:
     # method = textfile (server-side paths; uploads are saved into the job folder first)
     textfile_train_images: str = ""
     textfile_train_folder: str = ""
-    textfile_use_val: bool = True     # DIGITS' default; when on, textfile_val_images is required
+    textfile_use_val: bool = True  # DIGITS' default; when on, textfile_val_images is required
     textfile_val_images: str = ""
     textfile_val_folder: str = ""
     textfile_use_test: bool = False
@@ -49,7 +50,7 @@ class DatasetSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DatasetSpec":
+    def from_dict(cls, data: dict[str, Any]) -> DatasetSpec:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -79,8 +80,9 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
-def _check_int(errors: _Errors, spec: DatasetSpec, name: str, lo: int, hi: int | None,
-               label: str, blank: int | None = None) -> int | None:
+def _check_int(
+    errors: _Errors, spec: DatasetSpec, name: str, lo: int, hi: int | None, label: str, blank: int | None = None
+) -> int | None:
     raw = getattr(spec, name)
     if raw in (None, "") and blank is not None:
         return blank
@@ -88,8 +90,9 @@ def _check_int(errors: _Errors, spec: DatasetSpec, name: str, lo: int, hi: int |
     if value is None:
         errors.add(name, f"{label} must be a whole number (got {raw!r})")
     elif value < lo or (hi is not None and value > hi):
-        errors.add(name, f"{label} must be {'at least ' + str(lo) if hi is None else f'between {lo} and {hi}'}"
-                         f" (got {value})")
+        errors.add(
+            name, f"{label} must be {'at least ' + str(lo) if hi is None else f'between {lo} and {hi}'} (got {value})"
+        )
     else:
         return value
     return None
@@ -100,8 +103,9 @@ def _inside(path: Path, roots: list[Path]) -> bool:
     return any(real == r.resolve() or real.is_relative_to(r.resolve()) for r in roots)
 
 
-def _check_path(errors: _Errors, spec: DatasetSpec, name: str, label: str, kind: str,
-                roots: list[Path] | None) -> Path | None:
+def _check_path(
+    errors: _Errors, spec: DatasetSpec, name: str, label: str, kind: str, roots: list[Path] | None
+) -> Path | None:
     """A required server path: inside the allowed roots first (so nothing outside is probed), then exists."""
     raw = str(getattr(spec, name) or "").strip()
     if not raw:
@@ -112,8 +116,11 @@ def _check_path(errors: _Errors, spec: DatasetSpec, name: str, label: str, kind:
         errors.add(name, f"{label} must be an absolute path on the server (got {raw!r})")
         return None
     if roots is not None and not _inside(path, roots):
-        errors.add(name, f"{raw} is outside the folders this server may read; allowed: "
-                         f"{', '.join(str(r) for r in roots)} (setting {ROOTS_SETTING})")
+        errors.add(
+            name,
+            f"{raw} is outside the folders this server may read; allowed: "
+            f"{', '.join(str(r) for r in roots)} (setting {ROOTS_SETTING})",
+        )
         return None
     if kind == "dir" and not path.is_dir():
         errors.add(name, f"{raw} {'is not a folder' if path.exists() else 'does not exist'}")
@@ -153,9 +160,12 @@ def _check_class_folders(errors: _Errors, name: str, folder: Path) -> None:
     budget = [2000]
     with_images = sum(1 for d in subdirs if _has_image(d, budget))
     if with_images < 2:
-        errors.add(name, f"{folder} must contain at least 2 class sub-folders with images "
-                         f"(.png .jpg .jpeg .bmp .ppm .pgm); found {len(subdirs)} sub-folders, "
-                         f"{with_images} with images")
+        errors.add(
+            name,
+            f"{folder} must contain at least 2 class sub-folders with images "
+            f"(.png .jpg .jpeg .bmp .ppm .pgm); found {len(subdirs)} sub-folders, "
+            f"{with_images} with images",
+        )
 
 
 def _check_folder_method(errors: _Errors, spec: DatasetSpec, roots: list[Path] | None) -> None:
@@ -169,23 +179,22 @@ def _check_folder_method(errors: _Errors, spec: DatasetSpec, roots: list[Path] |
     test = 0 if spec.has_test_folder else pct["folder_pct_test"]
     if val is not None and test is not None:
         if val + test > 100:
-            errors.add("folder_pct_val", f"% for validation plus % for testing is {val + test}; "
-                                         "it must not exceed 100")
+            errors.add("folder_pct_val", f"% for validation plus % for testing is {val + test}; it must not exceed 100")
         elif val + test == 100:
-            errors.add("folder_pct_val", "% for validation plus % for testing is 100, "
-                                         "which leaves no images for training")
+            errors.add(
+                "folder_pct_val", "% for validation plus % for testing is 100, which leaves no images for training"
+            )
     for split, use in (("train", True), ("val", spec.has_val_folder), ("test", spec.has_test_folder)):
         if not use:
             continue
         if split != "train":
             _check_path(errors, spec, f"folder_{split}", f"{split.capitalize()} images folder", "dir", roots)
-        lo = _check_int(errors, spec, f"folder_{split}_min_per_class", 1, None, "Minimum samples per class",
-                        blank=1)
-        hi = _check_int(errors, spec, f"folder_{split}_max_per_class", 1, None, "Maximum samples per class",
-                        blank=0)
+        lo = _check_int(errors, spec, f"folder_{split}_min_per_class", 1, None, "Minimum samples per class", blank=1)
+        hi = _check_int(errors, spec, f"folder_{split}_max_per_class", 1, None, "Maximum samples per class", blank=0)
         if lo is not None and hi and hi < lo:
-            errors.add(f"folder_{split}_max_per_class",
-                       f"Maximum samples per class ({hi}) must be at least the minimum ({lo})")
+            errors.add(
+                f"folder_{split}_max_per_class", f"Maximum samples per class ({hi}) must be at least the minimum ({lo})"
+            )
 
 
 def _check_textfile_method(errors: _Errors, spec: DatasetSpec, roots: list[Path] | None) -> None:
@@ -195,8 +204,7 @@ def _check_textfile_method(errors: _Errors, spec: DatasetSpec, roots: list[Path]
             continue
         _check_path(errors, spec, f"textfile_{split}_images", f"{split.capitalize()} image list", "file", roots)
         if str(getattr(spec, f"textfile_{split}_folder") or "").strip():
-            _check_path(errors, spec, f"textfile_{split}_folder", f"{split.capitalize()} image folder",
-                        "dir", roots)
+            _check_path(errors, spec, f"textfile_{split}_folder", f"{split.capitalize()} image folder", "dir", roots)
 
 
 def validate_spec(spec: DatasetSpec, allowed_roots: list[Path] | None) -> dict[str, list[str]]:

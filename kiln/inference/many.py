@@ -1,5 +1,6 @@
 """Classify many: a `path [label]` list → top-5 per image, and accuracy + confusion matrix
 when labels are given (DIGITS showed those in HTML only; kiln adds them to the JSON too)."""
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,8 @@ LINE = re.compile(r"^(.+?)(?:\s+(-?\d+))?\s*$")
 @dataclass
 class ManyReport:
     labels: list[str]
-    rows: list[dict[str, Any]] = field(default_factory=list)   # path, truth, top5 | error
-    skipped: list[str] = field(default_factory=list)           # lines that were not 'path [label]'
+    rows: list[dict[str, Any]] = field(default_factory=list)  # path, truth, top5 | error
+    skipped: list[str] = field(default_factory=list)  # lines that were not 'path [label]'
 
     @property
     def scored(self) -> list[dict[str, Any]]:
@@ -49,8 +50,15 @@ class ManyReport:
             recall = tp / support
             precision = tp / predicted if predicted else 0.0
             f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            out.append({"label": lab, "support": support, "accuracy": round(100 * recall, 2),
-                        "precision": round(100 * precision, 2), "f1": round(100 * f1, 2)})
+            out.append(
+                {
+                    "label": lab,
+                    "support": support,
+                    "accuracy": round(100 * recall, 2),
+                    "precision": round(100 * precision, 2),
+                    "f1": round(100 * f1, 2),
+                }
+            )
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -59,14 +67,21 @@ class ManyReport:
         if errors:
             out["errors"] = errors
         if self.scored:
-            out.update(top1_accuracy=self.accuracy(1), top5_accuracy=self.accuracy(5),
-                       confusion_matrix=self.confusion(), per_class=self.per_class(), labels=self.labels)
+            out.update(
+                top1_accuracy=self.accuracy(1),
+                top5_accuracy=self.accuracy(5),
+                confusion_matrix=self.confusion(),
+                per_class=self.per_class(),
+                labels=self.labels,
+            )
         if self.skipped:
             out["skipped_lines"] = self.skipped
         return out
 
 
-def parse_list(text: str, folder: str | None, limit: int | None, n_labels: int) -> tuple[list[tuple[str, int | None]], list[str]]:
+def parse_list(
+    text: str, folder: str | None, limit: int | None, n_labels: int
+) -> tuple[list[tuple[str, int | None]], list[str]]:
     items, skipped = [], []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()

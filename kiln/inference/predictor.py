@@ -10,10 +10,12 @@ prediction here equals the one the training run would make for the same image.
 The layers beneath `classify` (`load`, `logits`, `probabilities`, `top_k`) are public so that
 batch jobs, confusion matrices, per-layer visualisations and export build on the same steps.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,8 +51,9 @@ class Predictor:
         self.batch_size = int(meta.get("config", {}).get("batch_size") or DEFAULT_BATCH)
 
     @classmethod
-    def from_job_dir(cls, out_dir: str | Path, epoch: float | str | None = None,
-                     device: str | torch.device = "cpu") -> "Predictor":
+    def from_job_dir(
+        cls, out_dir: str | Path, epoch: float | str | None = None, device: str | torch.device = "cpu"
+    ) -> Predictor:
         """The snapshot at `epoch` (None, -1 or 0: the latest; "best": the best kept one)."""
         model, meta = checkpoint.load_snapshot(Path(out_dir), epoch)
         return cls(model, meta, device)
@@ -80,8 +83,9 @@ class Predictor:
     def probabilities(self, batch: np.ndarray | torch.Tensor, batch_size: int | None = None) -> np.ndarray:
         """Softmax (N, classes) for a uint8 NHWC batch of any length, computed batch_size at a time."""
         size = batch_size or self.batch_size
-        parts = [torch.softmax(self.logits(batch[i:i + size]), dim=1).cpu().numpy()
-                 for i in range(0, len(batch), size)]
+        parts = [
+            torch.softmax(self.logits(batch[i : i + size]), dim=1).cpu().numpy() for i in range(0, len(batch), size)
+        ]
         return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
 
     def top_k(self, probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
@@ -97,11 +101,10 @@ class Predictor:
         results: list[Top5] = []
         size = batch_size or self.batch_size
         for start in range(0, len(sources), size):
-            chunk = sources[start:start + size]
+            chunk = sources[start : start + size]
             batch, ok, errors = self.load(chunk)
             tops = iter(self.top_k(self.probabilities(batch, size), k))
             for i, source in enumerate(chunk):
                 name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
-                results.append(Top5(source=name, error=errors[i]) if i in errors
-                               else Top5(next(tops), source=name))
+                results.append(Top5(source=name, error=errors[i]) if i in errors else Top5(next(tops), source=name))
         return results

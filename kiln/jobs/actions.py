@@ -5,6 +5,7 @@ ActionError (or JobNotFound) with the message to show and the HTTP status to ans
 `user` is who asks: the web passes the logged-in name; None is the terminal, which may change
 any job (whoever runs the CLI owns the data directory anyway).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -73,12 +74,21 @@ def _refuse_if_used(store: Store, dataset: Job) -> None:
     users = store.models_using(dataset.id)
     if users:
         names = ", ".join(f'"{m.name}"' for m in users)
-        raise ActionError(f'Cannot delete "{dataset.name}" because {len(users)} model'
-                          f'{"s" if len(users) > 1 else ""} depend on it: {names}. Delete those models first.')
+        raise ActionError(
+            f'Cannot delete "{dataset.name}" because {len(users)} model'
+            f"{'s' if len(users) > 1 else ''} depend on it: {names}. Delete those models first."
+        )
 
 
-def edit(store: Store, job_id: str, user: str | None = None, *, name: str | None = None,
-         notes: str | None = None, group: str | None = None) -> Job:
+def edit(
+    store: Store,
+    job_id: str,
+    user: str | None = None,
+    *,
+    name: str | None = None,
+    notes: str | None = None,
+    group: str | None = None,
+) -> Job:
     """Rename a job, or change its notes or group; None leaves a field as it is."""
     job = owned_job(store, job_id, user)
     updates: dict[str, str] = {}

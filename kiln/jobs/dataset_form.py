@@ -2,6 +2,7 @@
 
 Shared by the web form, the JSON API and `kiln dataset create`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -48,11 +49,13 @@ def validate(spec: DatasetSpec, settings: Settings) -> dict[str, list[str]]:
     return validate_spec(spec, roots + [settings.jobs_dir.resolve()] if roots is not None else None)
 
 
-def create_dataset_job(store: Store, settings: Settings, spec: DatasetSpec, username: str,
-                       job_id: str | None = None) -> str:
+def create_dataset_job(
+    store: Store, settings: Settings, spec: DatasetSpec, username: str, job_id: str | None = None
+) -> str:
     """Validate and queue a dataset job; raises FormErrors with per-field messages."""
     errors = validate(spec, settings)
     if errors:
         raise FormErrors(errors)
-    return store.create_job("dataset", spec.dataset_name, {"spec": spec.to_dict()}, username,
-                            group_name=spec.group_name, job_id=job_id)
+    return store.create_job(
+        "dataset", spec.dataset_name, {"spec": spec.to_dict()}, username, group_name=spec.group_name, job_id=job_id
+    )

@@ -1,4 +1,5 @@
 """A dataset job: build the packed dataset described by the job's spec."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,9 @@ def run_dataset(job: Job, job_dir: Path, reporter: Reporter) -> dict[str, Any]:
     try:
         manifest = build_dataset(spec, job_dir, reporter)
     except DatasetInputError as exc:
-        raise UserFacingError(f"The dataset source is not usable: {exc} "
-                              "Fix the folder or lists, then clone the job.") from exc
+        raise UserFacingError(
+            f"The dataset source is not usable: {exc} Fix the folder or lists, then clone the job."
+        ) from exc
     return {
         "labels": len(manifest["labels"]),
         "counts": {name: split["count"] for name, split in manifest["splits"].items()},

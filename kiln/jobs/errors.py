@@ -3,6 +3,7 @@
 The web turns them into its JSON/HTML error with `status`, the CLI into a line on stderr and a
 non-zero exit, the worker into the job's error text.
 """
+
 from __future__ import annotations
 
 
@@ -42,5 +43,7 @@ def failure_message(exc: BaseException) -> str:
         return "Out of memory. Lower the batch size or the image size, then clone the job."
     if "out of memory" in msg.lower():  # CUDA's OutOfMemoryError and allocator failures say so
         return f"Out of memory ({msg}). Lower the batch size, then clone or resume the job."
-    return (f"Unexpected error ({type(exc).__name__}: {msg}). The job log has the details; "
-            "resume or clone the job, and report it if it happens again.")
+    return (
+        f"Unexpected error ({type(exc).__name__}: {msg}). The job log has the details; "
+        "resume or clone the job, and report it if it happens again."
+    )

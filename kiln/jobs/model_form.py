@@ -2,18 +2,20 @@
 
 Shared by the web form, the JSON API and `kiln train`.
 """
+
 from __future__ import annotations
 
 import itertools
 from typing import Any
 
 from kiln.config import Settings
-from kiln.store import Store
 from kiln.forms import FormErrors, coerce
+from kiln.store import Store
 from kiln.training.config import TrainConfig
 from kiln.training.options import FIELDS, SWEEP_FIELDS, field_errors
 
 MAX_SWEEP_JOBS = 64  # one form creates at most this many jobs (learning rates x batch sizes)
+
 
 def _list(name: str, raw: Any, kind: type, errors: dict[str, list[str]]) -> list[Any]:
     """A comma list (DIGITS sweeps over learning_rate and batch_size); each value checked later."""
@@ -49,7 +51,9 @@ def _parse_fields(form: dict[str, Any], errors: dict[str, list[str]]) -> dict[st
     return base
 
 
-def configs_from_form(form: dict[str, Any], store: Store, settings: Settings) -> tuple[dict[str, Any], list[TrainConfig]]:
+def configs_from_form(
+    form: dict[str, Any], store: Store, settings: Settings
+) -> tuple[dict[str, Any], list[TrainConfig]]:
     """Validate the form; returns the common values (name, dataset...) and one config per sweep point.
 
     Every config passes the engine's own check (kiln.training.options.check_config), so a job is
@@ -74,7 +78,8 @@ def configs_from_form(form: dict[str, Any], store: Store, settings: Settings) ->
     _check_crop(base, common.get("dataset_spec"), errors)
     if len(lrs) * len(batches) > MAX_SWEEP_JOBS:
         errors.setdefault("learning_rate", []).append(
-            f"A sweep creates at most {MAX_SWEEP_JOBS} jobs; this one asks for {len(lrs) * len(batches)}.")
+            f"A sweep creates at most {MAX_SWEEP_JOBS} jobs; this one asks for {len(lrs) * len(batches)}."
+        )
         lrs, batches = lrs[:1], batches[:1]
     configs = []
     for lr, bs in itertools.product(lrs, batches):
@@ -98,7 +103,8 @@ def _check_crop(base: dict[str, Any], spec: dict[str, Any] | None, errors: dict[
     crop = base.get("crop_size")
     if crop and spec and crop > min(int(spec["resize_width"]), int(spec["resize_height"])):
         errors.setdefault("crop_size", []).append(
-            f"Must not exceed the image size ({spec['resize_width']}x{spec['resize_height']}).")
+            f"Must not exceed the image size ({spec['resize_width']}x{spec['resize_height']})."
+        )
 
 
 def _common(form: dict[str, Any], store: Store, errors: dict[str, list[str]]) -> dict[str, Any]:
@@ -109,13 +115,19 @@ def _common(form: dict[str, Any], store: Store, errors: dict[str, list[str]]) ->
     dataset = store.get_job(dataset_id) if dataset_id else None
     spec = None
     if dataset is None or dataset.type != "dataset":
-        errors.setdefault("dataset", []).append("Pick an existing dataset." if dataset_id else "This field is required.")
+        errors.setdefault("dataset", []).append(
+            "Pick an existing dataset." if dataset_id else "This field is required."
+        )
     elif dataset.status in ("Error", "Aborted", "Interrupted"):
         errors.setdefault("dataset", []).append(f"That dataset is {dataset.status}; restart it or pick another.")
     else:
         spec = dataset.params.get("spec", {})
-    return {"model_name": name, "group_name": str(form.get("group_name", "")).strip(),
-            "dataset_id": dataset_id, "dataset_spec": spec}
+    return {
+        "model_name": name,
+        "group_name": str(form.get("group_name", "")).strip(),
+        "dataset_id": dataset_id,
+        "dataset_spec": spec,
+    }
 
 
 def create_model_jobs(form: dict[str, Any], store: Store, settings: Settings, username: str) -> list[str]:
@@ -126,16 +138,28 @@ def create_model_jobs(form: dict[str, Any], store: Store, settings: Settings, us
         name = common["model_name"]
         if point:
             name += f" learning_rate:{config.learning_rate} batch_size:{config.batch_size}"
-        params = {"config": config.to_dict(), "form": {k: v for k, v in form.items() if isinstance(v, str)},
-                  "dataset_spec": common["dataset_spec"]}
-        ids.append(store.create_job("model", name, params, username, group_name=common["group_name"],
-                                    dataset_id=common["dataset_id"]))
+        params = {
+            "config": config.to_dict(),
+            "form": {k: v for k, v in form.items() if isinstance(v, str)},
+            "dataset_spec": common["dataset_spec"],
+        }
+        ids.append(
+            store.create_job(
+                "model", name, params, username, group_name=common["group_name"], dataset_id=common["dataset_id"]
+            )
+        )
     return ids
 
 
 # Recipes kiln offers on the New Model page ("Use kiln's recipe"): measured in docs/benchmarks.md
 # (LeNet on full MNIST: ≥ 99.2 % test accuracy in about a minute on 2 CPU cores).
 RECIPES: dict[str, dict[str, str]] = {
-    "lenet": {"train_epochs": "3", "batch_size": "128", "solver_type": "ADAM", "learning_rate": "0.002",
-              "lr_policy": "cosine", "use_mean": "image"},
+    "lenet": {
+        "train_epochs": "3",
+        "batch_size": "128",
+        "solver_type": "ADAM",
+        "learning_rate": "0.002",
+        "lr_policy": "cosine",
+        "use_mean": "image",
+    },
 }

@@ -1,4 +1,5 @@
 """A model job: train the configured network on a Done dataset, resuming when asked."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,9 @@ def run_model(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -
 
     dataset_dir = settings.jobs_dir / (job.dataset_id or "")
     if not (dataset_dir / "manifest.json").exists():
-        raise UserFacingError(f"Dataset {job.dataset_id} is missing or not finished; "
-                              "create it again and clone this model.")
+        raise UserFacingError(
+            f"Dataset {job.dataset_id} is missing or not finished; create it again and clone this model."
+        )
     config = TrainConfig.from_dict(job.params["config"])
     resume = (job_dir / "resume.pt").exists()
     start = resume_point(job_dir)

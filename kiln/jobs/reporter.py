@@ -1,4 +1,5 @@
 """The Reporter a job's engine code talks to, wired to the store."""
+
 from __future__ import annotations
 
 import time
@@ -17,7 +18,7 @@ class StoreReporter:
     def __init__(self, store: Store, job_id: str, echo: Any = None, on_metrics: Any = None) -> None:
         self.store = store
         self.job_id = job_id
-        self.echo = echo              # optional callable(fraction, message) for the CLI's bar
+        self.echo = echo  # optional callable(fraction, message) for the CLI's bar
         self.on_metrics = on_metrics  # optional callable(epoch, values, phase) for the CLI
         self.stop_flag = False
         self._last_progress = 0.0

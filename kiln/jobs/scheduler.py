@@ -3,6 +3,7 @@
 Runs as a thread inside the server. SQLite is the truth: the scheduler only reads job rows,
 starts `python -m kiln.jobs.worker`, and cleans up after workers that died.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -56,7 +57,7 @@ class Scheduler:
         if self._thread:
             self._thread.join(timeout=5)
         with self.lock:
-            for job_id, proc in list(self.procs.items()):
+            for proc in list(self.procs.values()):
                 if proc.poll() is None:
                     proc.terminate()
             for job_id, proc in list(self.procs.items()):
@@ -114,10 +115,11 @@ class Scheduler:
     def _spawn(self, job: Job) -> None:
         job_dir = self.settings.jobs_dir / job.id
         job_dir.mkdir(parents=True, exist_ok=True)
-        log = open(job_dir / "worker.log", "ab")
+        log = open(job_dir / "worker.log", "ab")  # noqa: SIM115 (the worker keeps writing to it)
         cmd = [sys.executable, "-m", "kiln.jobs.worker", job.id, "--data-dir", str(self.settings.data_dir)]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         proc.spawned_at = time.time()  # type: ignore[attr-defined]
         self.procs[job.id] = proc
         log.close()
@@ -146,9 +148,15 @@ class Scheduler:
             if job.abort_requested:
                 self.store.set_status(job_id, "Aborted", note="worker stopped", expect=ACTIVE)
             else:
-                self.store.set_status(job_id, "Error", expect=ACTIVE, error=(
-                    f"The worker process exited with code {proc.returncode} before finishing "
-                    f"(see worker.log in the job folder). Resume or clone the job."))
+                self.store.set_status(
+                    job_id,
+                    "Error",
+                    expect=ACTIVE,
+                    error=(
+                        f"The worker process exited with code {proc.returncode} before finishing "
+                        f"(see worker.log in the job folder). Resume or clone the job."
+                    ),
+                )
         # workers started by someone else (the CLI, a previous server) that died
         for job in self.store.jobs_with_status(["Running"]):
             if job.id not in self.procs and not worker_alive(job):
@@ -169,8 +177,9 @@ def abort_job(store: Store, job_id: str, wait: bool = False) -> bool:
     if job is None or not job.active:
         return False
     store.update_fields(job_id, abort_requested=1)  # also seen by a worker claiming it right now
-    if job.status != "Running" and store.set_status(job_id, "Aborted", expect=("Initialized", "Waiting"),
-                                                    note="aborted before it started"):
+    if job.status != "Running" and store.set_status(
+        job_id, "Aborted", expect=("Initialized", "Waiting"), note="aborted before it started"
+    ):
         return True
     job = store.get_job(job_id)  # a worker may have claimed it meanwhile
     if job is None or job.status != "Running":

@@ -3,6 +3,7 @@
 The scheduler starts one such process per job; `kiln dataset create` / `kiln train` call
 `run_job` in their own process instead, so the CLI and the web UI share the same jobs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,8 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -23,13 +24,18 @@ from kiln.reporting import Stopped
 from kiln.store import Job, Store
 
 
-def run_job(settings: Settings, job_id: str, echo: Callable[[float, str], None] | None = None,
-            on_metrics: Callable[..., None] | None = None) -> str:
+def run_job(
+    settings: Settings,
+    job_id: str,
+    echo: Callable[[float, str], None] | None = None,
+    on_metrics: Callable[..., None] | None = None,
+) -> str:
     """Claim the job, run it, record the outcome; returns the final status."""
     store = Store(settings.db_path)
     me = psutil.Process()
-    if not store.set_status(job_id, "Running", expect=("Initialized", "Waiting"), pid=os.getpid(),
-                            pid_started=me.create_time()):
+    if not store.set_status(
+        job_id, "Running", expect=("Initialized", "Waiting"), pid=os.getpid(), pid_started=me.create_time()
+    ):
         job = store.get_job(job_id)
         return job.status if job else "missing"
     reporter = StoreReporter(store, job_id, echo, on_metrics)
@@ -58,9 +64,11 @@ def run_job(settings: Settings, job_id: str, echo: Callable[[float, str], None] 
 def _dispatch(job: Job, job_dir: Path, settings: Settings, store: Store, reporter: StoreReporter) -> dict:
     if job.type == "dataset":
         from kiln.jobs.dataset_job import run_dataset
+
         return run_dataset(job, job_dir, reporter)
     if job.type == "model":
         from kiln.jobs.model_job import run_model
+
         rewind_charts(store, job, job_dir)
         return run_model(job, job_dir, settings, reporter)
     raise UserFacingError(f"Unknown job type {job.type!r}.")

@@ -2,6 +2,9 @@
 
 Importing this package registers the standard networks, in the order DIGITS lists them.
 """
+
+# isort: skip_file
+# Registration order is the order pages list them (DIGITS': LeNet, AlexNet, GoogLeNet): keep it.
 from . import lenet, alexnet, googlenet, resnet  # noqa: F401  (registration side effects)
 from .registry import (
     NetworkInfo,

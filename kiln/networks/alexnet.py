@@ -1,4 +1,5 @@
 """AlexNet as DIGITS' standard-networks/caffe/alexnet.prototxt (BVLC's, with grouped convolutions)."""
+
 from __future__ import annotations
 
 import torch
@@ -56,9 +57,16 @@ class AlexNet(nn.Module):
     def _init_caffe(self) -> None:
         """The prototxt's fillers: gaussian std 0.01 (fc6/fc7 0.005), bias 0 or 0.1."""
         f, c = self.features, self.classifier
-        for layer, std, bias in ((f.conv1, 0.01, 0.0), (f.conv2, 0.01, 0.1), (f.conv3, 0.01, 0.0),
-                                 (f.conv4, 0.01, 0.1), (f.conv5, 0.01, 0.1), (c.fc6, 0.005, 0.1),
-                                 (c.fc7, 0.005, 0.1), (c.fc8, 0.01, 0.0)):
+        for layer, std, bias in (
+            (f.conv1, 0.01, 0.0),
+            (f.conv2, 0.01, 0.1),
+            (f.conv3, 0.01, 0.0),
+            (f.conv4, 0.01, 0.1),
+            (f.conv5, 0.01, 0.1),
+            (c.fc6, 0.005, 0.1),
+            (c.fc7, 0.005, 0.1),
+            (c.fc8, 0.01, 0.0),
+        ):
             fill_(layer, std, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """Caffe conventions the standard networks follow: weight fillers and output-size arithmetic."""
+
 from __future__ import annotations
 
 import math

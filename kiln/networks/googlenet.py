@@ -3,6 +3,7 @@
 One deliberate change: the final 7x7 average pooling is a global average pooling, which is the same
 at the intended 224x224 crop and lets other image sizes train without resizing the classifier.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,15 @@ class Inception(nn.Module):
         self.out_channels = c1 + c3 + c5 + cpool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.b1x1(x), self.b3x3(self.b3x3_reduce(x)),
-                          self.b5x5(self.b5x5_reduce(x)), self.pool_proj(self.pool(x))], 1)
+        return torch.cat(
+            [
+                self.b1x1(x),
+                self.b3x3(self.b3x3_reduce(x)),
+                self.b5x5(self.b5x5_reduce(x)),
+                self.pool_proj(self.pool(x)),
+            ],
+            1,
+        )
 
 
 class AuxHead(nn.Module):
@@ -59,8 +67,8 @@ class AuxHead(nn.Module):
 
 def _size_at_4a(size: int) -> int:
     """Spatial size entering inception 4a (14 for a 224 crop)."""
-    size = pool_out(conv_out(size, 7, 2, 3), 3, 2)   # conv1, pool1
-    return pool_out(pool_out(size, 3, 2), 3, 2)      # pool2, pool3
+    size = pool_out(conv_out(size, 7, 2, 3), 3, 2)  # conv1, pool1
+    return pool_out(pool_out(size, 3, 2), 3, 2)  # pool2, pool3
 
 
 class GoogLeNet(nn.Module):

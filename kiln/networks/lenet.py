@@ -1,4 +1,5 @@
 """LeNet exactly as DIGITS' standard-networks/caffe/lenet.prototxt."""
+
 from __future__ import annotations
 
 import torch

@@ -12,10 +12,11 @@ Module contract for every builder's result:
 - ``aux_weights``: a list of loss weights for auxiliary heads (``[]`` for none). A network with
   auxiliary heads returns ``(logits, aux1_logits, ...)`` in training mode and logits in eval mode.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
@@ -27,17 +28,17 @@ class NetworkInfo:
     """What the New Model page and the train loop need to know about a network before building it."""
 
     name: str
-    label: str                                   # shown in the Standard Networks table
+    label: str  # shown in the Standard Networks table
     description: str = ""
     paper_url: str = ""
     year: int | None = None
-    intended_size: tuple[int, int, int] | None = None   # (H, W, C); None = any size
-    default_batch: int = 16                      # DIGITS' DEFAULT_BATCH_SIZE when unset
+    intended_size: tuple[int, int, int] | None = None  # (H, W, C); None = any size
+    default_batch: int = 16  # DIGITS' DEFAULT_BATCH_SIZE when unset
     default_val_batch: int = 16
     default_crop: int | None = None
     default_lr: float = 0.01
     default_solver: str = "SGD"
-    source: str = "python"                       # python | prototxt
+    source: str = "python"  # python | prototxt
 
 
 _REGISTRY: dict[str, tuple[Builder, NetworkInfo]] = {}
@@ -52,14 +53,36 @@ def register_builder(name: str, builder: Builder, info: NetworkInfo, *, overwrit
     _REGISTRY[name] = (builder, info)
 
 
-def register_network(name: str, *, label: str, description: str = "", paper_url: str = "",
-                     year: int | None = None, intended_size: tuple[int, int, int] | None = None,
-                     default_batch: int = 16, default_val_batch: int = 16, default_crop: int | None = None,
-                     default_lr: float = 0.01, default_solver: str = "SGD",
-                     source: str = "python") -> Callable[[Builder], Builder]:
+def register_network(
+    name: str,
+    *,
+    label: str,
+    description: str = "",
+    paper_url: str = "",
+    year: int | None = None,
+    intended_size: tuple[int, int, int] | None = None,
+    default_batch: int = 16,
+    default_val_batch: int = 16,
+    default_crop: int | None = None,
+    default_lr: float = 0.01,
+    default_solver: str = "SGD",
+    source: str = "python",
+) -> Callable[[Builder], Builder]:
     """Decorator form of :func:`register_builder`; the keywords are :class:`NetworkInfo`'s fields."""
-    info = NetworkInfo(name, label, description, paper_url, year, intended_size, default_batch,
-                       default_val_batch, default_crop, default_lr, default_solver, source)
+    info = NetworkInfo(
+        name,
+        label,
+        description,
+        paper_url,
+        year,
+        intended_size,
+        default_batch,
+        default_val_batch,
+        default_crop,
+        default_lr,
+        default_solver,
+        source,
+    )
 
     def decorate(builder: Builder) -> Builder:
         register_builder(name, builder, info)

@@ -7,6 +7,7 @@ for larger images the usual 7x7 stride-2 convolution and 3x3 max pooling.
 Defaults: SGD (momentum 0.9) at learning rate 0.1, the setting batch-normalised ResNets are
 trained with; kiln's step policy and weight decay (DIGITS: lr / 100 = 1e-3) work well with it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,19 +37,29 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, height: int = 224, width: int = 224,
-                 blocks: tuple[int, ...] = (2, 2, 2, 2)) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        height: int = 224,
+        width: int = 224,
+        blocks: tuple[int, ...] = (2, 2, 2, 2),
+    ) -> None:
         super().__init__()
         self.aux_weights: list[float] = []
         if min(height, width) <= 64:
             stem = [nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
         else:
-            stem = [nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                    nn.MaxPool2d(3, 2, 1)]
+            stem = [
+                nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            ]
         self.stem = nn.Sequential(*stem)
         stages, cin = [], 64
         for i, count in enumerate(blocks):
-            cout = 64 * 2 ** i
+            cout = 64 * 2**i
             stage = [BasicBlock(cin, cout, 1 if i == 0 else 2)] + [BasicBlock(cout, cout) for _ in range(count - 1)]
             stages.append(nn.Sequential(*stage))
             cin = cout

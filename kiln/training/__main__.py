@@ -5,6 +5,7 @@
 
 Progress lines go to stdout; rank 0 prints the summary as the last line, as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,9 @@ class PrintReporter(NullReporter):
 def main(argv: list[str] | None = None) -> int:
     from kiln.datasets.reader import PackedDataset
 
-    parser = argparse.ArgumentParser(prog="python -m kiln.training", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m kiln.training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", required=True, help="a packed dataset's folder (with manifest.json)")
     parser.add_argument("--out", required=True, help="folder for snapshots")
     parser.add_argument("--config", default="{}", help="TrainConfig as JSON text or a .json file")

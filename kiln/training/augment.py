@@ -4,6 +4,7 @@ The batch is float NCHW at 0-255 pixel scale, before mean subtraction, on any de
 random choice is made per image but drawn for the whole batch at once, from the given generator
 (on its own device), so that a seeded generator gives the same batch every time.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,23 +20,31 @@ from .config import TrainConfig
 # The augmentations this module implements, with the labels and ranges forms show
 # (the ranges are DIGITS' form bounds).
 FLIPS = {"none": "None", "fliplr": "Horizontal", "flipud": "Vertical", "fliplrud": "Horizontal and/or vertical"}
-QUARTER_TURN_LABELS = {"none": "None", "rot90": "0, 90 or 270 degrees", "rot180": "0 or 180 degrees",
-                       "rotall": "0, 90, 180 or 270 degrees"}
+QUARTER_TURN_LABELS = {
+    "none": "None",
+    "rot90": "0, 90 or 270 degrees",
+    "rot180": "0 or 180 degrees",
+    "rotall": "0, 90, 180 or 270 degrees",
+}
 QUARTER_TURNS = {"none": (0,), "rot90": (0, 1, 3), "rot180": (0, 2), "rotall": (0, 1, 2, 3)}
-FIELDS = {f.name: f for f in (
-    Field("aug_flip", "Flipping", str, "random flips", choices=FLIPS),
-    Field("aug_quad_rot", "Quadrilateral rotation", str, "random quarter turns", choices=QUARTER_TURN_LABELS),
-    Field("aug_rot", "Rotation (± degrees)", float, "random rotation, degrees either way", low=0, high=180),
-    Field("aug_scale", "Rescale (stddev)", float, "stddev of the random rescale factor", low=0, high=1),
-    Field("aug_noise", "Noise (stddev)", float, "stddev of gaussian noise on [0, 1] pixels", low=0, high=1),
-    Field("aug_contrast", "Contrast (factor)", float, "contrast factor drawn from U[1-f, 1+f]", low=0, high=5),
-    Field("aug_invert", "Invert (probability)", float, "probability of inverting an image (255 - x)",
-          low=0, high=1),
-    Field("aug_hsv_use", "HSV shifting", bool, "random hue/saturation/value shifts (colour images)"),
-    Field("aug_hsv_h", "Hue", float, "HSV: hue shift stddev", low=0, high=0.5),
-    Field("aug_hsv_s", "Saturation", float, "HSV: saturation shift stddev", low=0, high=0.5),
-    Field("aug_hsv_v", "Value", float, "HSV: value shift stddev", low=0, high=0.5),
-)}
+FIELDS = {
+    f.name: f
+    for f in (
+        Field("aug_flip", "Flipping", str, "random flips", choices=FLIPS),
+        Field("aug_quad_rot", "Quadrilateral rotation", str, "random quarter turns", choices=QUARTER_TURN_LABELS),
+        Field("aug_rot", "Rotation (± degrees)", float, "random rotation, degrees either way", low=0, high=180),
+        Field("aug_scale", "Rescale (stddev)", float, "stddev of the random rescale factor", low=0, high=1),
+        Field("aug_noise", "Noise (stddev)", float, "stddev of gaussian noise on [0, 1] pixels", low=0, high=1),
+        Field("aug_contrast", "Contrast (factor)", float, "contrast factor drawn from U[1-f, 1+f]", low=0, high=5),
+        Field(
+            "aug_invert", "Invert (probability)", float, "probability of inverting an image (255 - x)", low=0, high=1
+        ),
+        Field("aug_hsv_use", "HSV shifting", bool, "random hue/saturation/value shifts (colour images)"),
+        Field("aug_hsv_h", "Hue", float, "HSV: hue shift stddev", low=0, high=0.5),
+        Field("aug_hsv_s", "Saturation", float, "HSV: saturation shift stddev", low=0, high=0.5),
+        Field("aug_hsv_v", "Value", float, "HSV: value shift stddev", low=0, high=0.5),
+    )
+}
 
 
 def check_augmentations(config: TrainConfig) -> None:
@@ -61,8 +70,19 @@ class Augmenter:
             self.notes.append(f"HSV shifting needs colour images; skipped for {channels}-channel images")
         if self.hsv is not None and not any(self.hsv):
             self.hsv = None
-        self.active = any((self.flip_lr, self.flip_ud, len(self.quarter_turns) > 1, self.rotation, self.scale,
-                           self.noise, self.contrast, self.invert, self.hsv))
+        self.active = any(
+            (
+                self.flip_lr,
+                self.flip_ud,
+                len(self.quarter_turns) > 1,
+                self.rotation,
+                self.scale,
+                self.noise,
+                self.contrast,
+                self.invert,
+                self.hsv,
+            )
+        )
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if not self.active:
@@ -83,14 +103,14 @@ class Augmenter:
             x = (x + draw.normal(x.shape) * (self.noise * 255)).clamp_(0, 255)
         return x
 
-    def _flip(self, x: torch.Tensor, draw: "_Draws") -> torch.Tensor:
+    def _flip(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
         if self.flip_lr:
             x = torch.where(draw.uniform() < 0.5, x.flip(3), x)
         if self.flip_ud:
             x = torch.where(draw.uniform() < 0.5, x.flip(2), x)
         return x
 
-    def _quarter_turn(self, x: torch.Tensor, draw: "_Draws") -> torch.Tensor:
+    def _quarter_turn(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
         turns = self.quarter_turns
         if len(turns) > 1 and x.shape[2] != x.shape[3]:
             turns = tuple(k for k in turns if k % 2 == 0)  # 90 degrees would change the shape
@@ -103,7 +123,7 @@ class Augmenter:
             x = torch.where(chosen == k, torch.rot90(x, k, (2, 3)), x)
         return x
 
-    def _rotate_scale(self, x: torch.Tensor, draw: "_Draws") -> torch.Tensor:
+    def _rotate_scale(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
         """One bilinear resampling per batch: rotation by U[-r, r] degrees and zoom by N(1, scale)."""
         if not (self.rotation or self.scale):
             return x
@@ -117,14 +137,14 @@ class Augmenter:
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
-    def _contrast(self, x: torch.Tensor, draw: "_Draws") -> torch.Tensor:
+    def _contrast(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
         """Scale each image's distance from its per-channel mean by U[1-f, 1+f] (never below 0)."""
         low, high = max(0.0, 1 - self.contrast), 1 + self.contrast
         factor = low + draw.uniform() * (high - low)
         mean = x.mean((2, 3), keepdim=True)
         return ((x - mean) * factor + mean).clamp_(0, 255)
 
-    def _hsv_shift(self, x: torch.Tensor, draw: "_Draws") -> torch.Tensor:
+    def _hsv_shift(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
         """Shift hue (wrapping), saturation and value by normal amounts per image."""
         h, s, v = _rgb_to_hsv(x.clamp(0, 255) / 255)
         dh, ds, dv = (draw.normal((x.shape[0], 1, 1)) * sigma for sigma in self.hsv)
@@ -160,11 +180,15 @@ def _rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     value, argmax = rgb.max(1)
     delta = value - rgb.min(1).values
     safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    hue = torch.where(argmax == 0, torch.remainder((g - b) / safe, 6),
-                      torch.where(argmax == 1, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = torch.where(
+        argmax == 0,
+        torch.remainder((g - b) / safe, 6),
+        torch.where(argmax == 1, (b - r) / safe + 2, (r - g) / safe + 4),
+    )
     hue = torch.where(delta > 0, hue / 6, torch.zeros_like(hue))
-    saturation = torch.where(value > 0, delta / torch.where(value > 0, value, torch.ones_like(value)),
-                             torch.zeros_like(value))
+    saturation = torch.where(
+        value > 0, delta / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value)
+    )
     return hue, saturation, value
 
 

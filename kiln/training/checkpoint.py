@@ -11,13 +11,15 @@ A training job's folder holds, per snapshot epoch E (formatted by `format_epoch`
 
 Every write goes through kiln.atomic: a temporary name in the same folder, fsynced, renamed, folder fsynced.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -69,16 +71,39 @@ def snapshot_paths(out_dir: Path, epoch: float | str) -> tuple[Path, Path]:
     return Path(out_dir) / f"{stem}.safetensors", Path(out_dir) / f"{stem}.json"
 
 
-def snapshot_meta(*, network: str, num_classes: int, in_channels: int, height: int, width: int,
-                  labels: list[str], preprocess: dict[str, Any], epoch: float, iteration: int,
-                  metrics: dict[str, float], config: dict[str, Any],
-                  network_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+def snapshot_meta(
+    *,
+    network: str,
+    num_classes: int,
+    in_channels: int,
+    height: int,
+    width: int,
+    labels: list[str],
+    preprocess: dict[str, Any],
+    epoch: float,
+    iteration: int,
+    metrics: dict[str, float],
+    config: dict[str, Any],
+    network_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The json that travels with a snapshot's weights; height/width are the network's input size."""
-    return {"format": FORMAT, "kiln_version": kiln.__version__, "network": network,
-            "network_kwargs": network_kwargs or {}, "num_classes": num_classes,
-            "in_channels": in_channels, "height": height, "width": width, "labels": list(labels),
-            "preprocess": preprocess, "epoch": round(float(epoch), 3), "iteration": iteration,
-            "metrics": metrics, "config": config, "created": time.time()}
+    return {
+        "format": FORMAT,
+        "kiln_version": kiln.__version__,
+        "network": network,
+        "network_kwargs": network_kwargs or {},
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "height": height,
+        "width": width,
+        "labels": list(labels),
+        "preprocess": preprocess,
+        "epoch": round(float(epoch), 3),
+        "iteration": iteration,
+        "metrics": metrics,
+        "config": config,
+        "created": time.time(),
+    }
 
 
 def save_snapshot(out_dir: Path, model: nn.Module, meta: dict[str, Any], stem: str | None = None) -> Path:
@@ -114,8 +139,10 @@ def resolve_epoch(out_dir: Path, epoch: float | str | None = None) -> float:
     want = float(epoch)
     best = min(epochs, key=lambda e: abs(e - want))
     if abs(best - want) > 1e-3:
-        raise FileNotFoundError(f"no snapshot at epoch {format_epoch(want)}; "
-                                f"snapshots exist at {', '.join(format_epoch(e) for e in epochs)}")
+        raise FileNotFoundError(
+            f"no snapshot at epoch {format_epoch(want)}; "
+            f"snapshots exist at {', '.join(format_epoch(e) for e in epochs)}"
+        )
     return best
 
 
@@ -138,8 +165,9 @@ def build_network(meta: dict[str, Any]) -> nn.Module:
     return create_network(*args, **kwargs) if kwargs else create_network(*args)
 
 
-def load_snapshot(out_dir: Path, epoch: float | str | None = None,
-                  device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_snapshot(
+    out_dir: Path, epoch: float | str | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """(model in eval mode with the snapshot's weights, its meta). epoch None/-1/0 = latest; 'best'."""
     meta = read_meta(out_dir, epoch)
     model = build_network(meta)
@@ -160,8 +188,10 @@ def _is_number(text: str) -> bool:
 def save_resume(out_dir: Path, state: dict[str, Any]) -> None:
     """resume.pt (everything) and resume.json (epoch/iteration, cheap to read for the job page)."""
     write_torch(Path(out_dir) / "resume.pt", state)
-    write_json(Path(out_dir) / "resume.json", {"epoch": state["epoch"], "iteration": state["iteration"],
-                                               "kiln_version": kiln.__version__})
+    write_json(
+        Path(out_dir) / "resume.json",
+        {"epoch": state["epoch"], "iteration": state["iteration"], "kiln_version": kiln.__version__},
+    )
 
 
 def load_resume(out_dir: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 `Hardware.setup(config)` makes every choice once, at the start of a run; the loop then asks it for
 an autocast context and a grad scaler instead of looking at devices and dtypes itself.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,8 @@ from kiln.training.distributed import Dist
 @dataclass(frozen=True)
 class Hardware:
     device: torch.device
-    amp_dtype: torch.dtype | None      # None: plain fp32
-    threads: int                       # torch's CPU threads in this process
+    amp_dtype: torch.dtype | None  # None: plain fp32
+    threads: int  # torch's CPU threads in this process
     dist: Dist
 
     @classmethod

@@ -4,6 +4,7 @@ Under `torchrun --nproc-per-node N -m kiln.training ...` every rank takes its ow
 epoch's order, DistributedDataParallel averages the gradients, metrics are all-reduced, and only
 rank 0 reports or writes files. With one process every helper here is a no-op.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,6 +20,7 @@ from torch import nn
 @dataclass
 class Dist:
     """This process's place under torchrun (RANK / WORLD_SIZE / LOCAL_RANK), or a world of one."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -35,9 +37,13 @@ class Dist:
         owns = not torch_dist.is_initialized()
         if owns:
             torch_dist.init_process_group("nccl" if cuda else "gloo")
-        return cls(rank=torch_dist.get_rank(), world=torch_dist.get_world_size(),
-                   local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-                   local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), owns_group=owns)
+        return cls(
+            rank=torch_dist.get_rank(),
+            world=torch_dist.get_world_size(),
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+            local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
+            owns_group=owns,
+        )
 
     @property
     def main(self) -> bool:
@@ -48,8 +54,8 @@ class Dist:
         rank gets the same number of iterations."""
         if self.world == 1:
             return order
-        padded = np.concatenate([order, order[:(-len(order)) % self.world]])
-        return padded[self.rank::self.world]
+        padded = np.concatenate([order, order[: (-len(order)) % self.world]])
+        return padded[self.rank :: self.world]
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         if self.world == 1:
@@ -68,8 +74,7 @@ class Dist:
         """True on every rank when it is true on one (an abort seen by rank 0)."""
         if self.world == 1:
             return bool(flag)
-        t = torch.tensor([1.0 if flag else 0.0],
-                         device="cuda" if torch_dist.get_backend() == "nccl" else "cpu")
+        t = torch.tensor([1.0 if flag else 0.0], device="cuda" if torch_dist.get_backend() == "nccl" else "cpu")
         torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
         return bool(t.item())
 

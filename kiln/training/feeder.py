@@ -3,6 +3,7 @@
 A split is copied into RAM when it is small enough (MNIST train: 47 MB); otherwise each batch is
 read from the memory map (or decoded, for PNG/JPEG storage) one step ahead in a thread.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-RAM_FRACTION = 0.25          # a split is held in RAM when it takes at most this share of free memory
+RAM_FRACTION = 0.25  # a split is held in RAM when it takes at most this share of free memory
 
 
 class Feeder:
@@ -60,6 +61,7 @@ class Feeder:
 def fits_in_ram(nbytes: int) -> bool:
     try:
         import psutil
+
         return nbytes <= RAM_FRACTION * psutil.virtual_memory().available
     except ImportError:
         return nbytes <= 1 << 30
@@ -71,5 +73,5 @@ def read_all(images: Any, item: tuple[int, ...], chunk: int = 4096) -> np.ndarra
         return np.array(images, copy=True)
     out = np.empty((len(images),) + item, dtype=np.uint8)
     for start in range(0, len(images), chunk):
-        out[start:start + chunk] = images[start:start + chunk]
+        out[start : start + chunk] = images[start : start + chunk]
     return out

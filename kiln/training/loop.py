@@ -15,6 +15,7 @@ every iteration, and everything is reported through a kiln.reporting.Reporter.
   kiln.training.rng          seeding, and the random states that make resume bit-exact
   python -m kiln.training    the command line (and torchrun) entry
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,7 @@ class TrainingDiverged(Exception):
 # ------------------------------------------------------------------------------------------------
 # The loop
 # ------------------------------------------------------------------------------------------------
-def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter,
-          resume: bool = False) -> dict[str, Any]:
+def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter, resume: bool = False) -> dict[str, Any]:
     """Train config.network on dataset, writing snapshots to out_dir; returns a summary dict.
 
     Raises kiln.reporting.Stopped when reporter.should_stop() turns true, TrainingDiverged when
@@ -62,7 +62,7 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter,
     started = time.perf_counter()
     check_config(config)
     hw = Hardware.setup(config)
-    report: Reporter = reporter if hw.dist.main else NullReporter()   # other ranks stay quiet
+    report: Reporter = reporter if hw.dist.main else NullReporter()  # other ranks stay quiet
     out_dir = Path(out_dir)
 
     # -- what we train on, and how many iterations that makes -------------------------------------
@@ -77,7 +77,7 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter,
     learner = Learner.build(config, data, plan, hw, seed)
     if saved:
         learner.load(saved, hw.dist.rank)
-    learner.net = hw.dist.wrap(learner.model, hw.device)     # DDP copies rank 0's weights
+    learner.net = hw.dist.wrap(learner.model, hw.device)  # DDP copies rank 0's weights
     run = Run(config, plan, hw, data, learner, state, seed, out_dir, report)
     if hw.dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,8 +87,7 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter,
     window, clock = LossWindow(hw.device), Stopwatch()
     learner.net.train()
     while state.iteration < plan.max_iter and not state.stopped_early:
-        order = epoch_order(seed, state.iteration // plan.iters_per_epoch, len(data.train),
-                            config.shuffle, hw.dist)
+        order = epoch_order(seed, state.iteration // plan.iters_per_epoch, len(data.train), config.shuffle, hw.dist)
         steps = plan.rest_of_epoch(order, state.iteration)
         with contextlib.closing(data.train.stream([mb for step in steps for mb in step])) as batches:
             clock.start()
@@ -102,7 +101,7 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter,
                 if plan.display_due(it) or val_due or snap_due:
                     clock.stop()
                     report_train(run, window)
-                    if val_due and validate(run):      # true when early stopping ends the run
+                    if val_due and validate(run):  # true when early stopping ends the run
                         snap_due = True
                     if snap_due:
                         write_snapshot(run)
@@ -114,8 +113,10 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter,
     summary = state.summary(plan, seed)
     summary.update(seconds=round(time.perf_counter() - started, 3), images_per_second=clock.rate())
     report.progress(1.0, "Done")
-    report.log(f"Done: {summary['iterations']} iterations, {summary['epochs']} epochs in "
-               f"{summary['seconds']:.1f} s ({summary['images_per_second']} images/s while training).")
+    report.log(
+        f"Done: {summary['iterations']} iterations, {summary['epochs']} epochs in "
+        f"{summary['seconds']:.1f} s ({summary['images_per_second']} images/s while training)."
+    )
     hw.dist.finish()
     return summary
 
@@ -136,10 +137,11 @@ def check_config(config: TrainConfig) -> None:
 @dataclass
 class Data:
     """The dataset as the loop sees it: class labels, preprocessing, a feeder per split used."""
+
     labels: list[str]
     pre: Preprocess
     train: Feeder
-    val: Feeder | None             # None when there is nothing to validate on, or no val_interval
+    val: Feeder | None  # None when there is nothing to validate on, or no val_interval
 
     @classmethod
     def load(cls, config: TrainConfig, dataset: Any) -> Data:
@@ -147,7 +149,7 @@ class Data:
             raise ValueError("the dataset has no training images; create it again with a train split")
         has_val = config.val_interval > 0 and "val" in dataset.splits and dataset.count("val") > 0
         pre = Preprocess.for_dataset(dataset, config.use_mean, config.crop_size)
-        in_memory = config.extra.get("data_in_memory")      # None: decided by the split's size
+        in_memory = config.extra.get("data_in_memory")  # None: decided by the split's size
         train = Feeder(dataset.images("train"), dataset.targets("train"), in_memory)
         val = Feeder(dataset.images("val"), dataset.targets("val"), in_memory) if has_val else None
         return cls(list(dataset.labels), pre, train, val)
@@ -156,14 +158,15 @@ class Data:
 @dataclass
 class Learner:
     """The network and everything that changes as it learns: what resume.pt holds."""
+
     model: nn.Module
-    net: nn.Module                 # what trains: the model, or its DistributedDataParallel wrapper
+    net: nn.Module  # what trains: the model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     augment: Augmenter
-    generator: torch.Generator     # crops and augmentations, per rank
-    aux_weights: list[float]       # GoogLeNet's side heads: loss1, loss2 at 0.3
+    generator: torch.Generator  # crops and augmentations, per rank
+    aux_weights: list[float]  # GoogLeNet's side heads: loss1, loss2 at 0.3
 
     @classmethod
     def build(cls, config: TrainConfig, data: Data, plan: Plan, hw: Hardware, seed: int) -> Learner:
@@ -172,7 +175,7 @@ class Learner:
         from kiln.training.lr_policy import make_scheduler
         from kiln.training.solvers import make_optimizer
 
-        torch.manual_seed(seed)                       # the same initial weights for the same seed
+        torch.manual_seed(seed)  # the same initial weights for the same seed
         in_h, in_w = data.pre.input_size
         model = create_network(config.network, len(data.labels), data.pre.channels, in_h, in_w)
         model = model.to(hw.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -193,13 +196,18 @@ class Learner:
         rng.restore(saved["rng"], rank, self.generator)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
 
 
 @dataclass
 class Run:
     """Everything one training run works with, handed to the helpers below as one argument."""
+
     config: TrainConfig
     plan: Plan
     hw: Hardware
@@ -214,8 +222,9 @@ class Run:
 # ------------------------------------------------------------------------------------------------
 # One iteration, one validation, one snapshot
 # ------------------------------------------------------------------------------------------------
-def train_step(learner: Learner, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], pre: Preprocess,
-               hw: Hardware) -> torch.Tensor:
+def train_step(
+    learner: Learner, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], pre: Preprocess, hw: Hardware
+) -> torch.Tensor:
     """One iteration: forward/backward every micro-batch, one optimizer step, one schedule step.
 
     Each micro-batch's loss is weighted by its share of the iteration's images, so the gradient
@@ -230,7 +239,7 @@ def train_step(learner: Learner, micro_batches: list[tuple[torch.Tensor, torch.T
         x = pre.to_float(images, hw.device)
         x = pre.normalize(learner.augment(x, generator), train=True, generator=generator)
         y = targets.to(hw.device, non_blocking=True)
-        share = len(y) / total                                  # 1.0 without accumulation
+        share = len(y) / total  # 1.0 without accumulation
         last = k == len(micro_batches) - 1
         # under DDP, all-reduce the gradients once per iteration, not once per micro-batch
         sync = contextlib.nullcontext() if last or hw.dist.world == 1 else cast(DDP, net).no_sync()
@@ -256,17 +265,22 @@ def evaluate(model: nn.Module, data: Data, batch: int, hw: Hardware) -> dict[str
     """Mean loss, top-1 and (with 5+ classes) top-5 accuracy in percent over the whole val split."""
     assert data.val is not None
     model.eval()
-    mine = np.arange(len(data.val))[hw.dist.rank::hw.dist.world]   # every image once over all ranks
-    sums = torch.zeros(4, dtype=torch.float64, device=hw.device)    # loss, top1, top5, count
-    for images, targets in data.val.stream([mine[i:i + batch] for i in range(0, len(mine), batch)]):
+    mine = np.arange(len(data.val))[hw.dist.rank :: hw.dist.world]  # every image once over all ranks
+    sums = torch.zeros(4, dtype=torch.float64, device=hw.device)  # loss, top1, top5, count
+    for images, targets in data.val.stream([mine[i : i + batch] for i in range(0, len(mine), batch)]):
         y = targets.to(hw.device)
         with hw.autocast():
             logits = model(data.pre.batch_to_tensor(images, device=hw.device)).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == y[:, None]
-        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                             hits[:, 0].sum().double(), hits.any(dim=1).sum().double(),
-                             torch.tensor(float(len(y)), dtype=torch.float64, device=hw.device)])
+        sums += torch.stack(
+            [
+                F.cross_entropy(logits, y, reduction="sum").double(),
+                hits[:, 0].sum().double(),
+                hits.any(dim=1).sum().double(),
+                torch.tensor(float(len(y)), dtype=torch.float64, device=hw.device),
+            ]
+        )
     loss, top1, top5, count = hw.dist.sum(sums).tolist()
     values = {"loss": loss / count, "accuracy": 100.0 * top1 / count}
     if len(data.labels) >= 5:
@@ -282,14 +296,16 @@ def validate(run: Run) -> bool:
     epoch = state.epoch(run.plan)
     state.record(epoch, "val", values)
     run.report.metrics(round(epoch, 3), values, "val")
-    run.report.log(f"Epoch {checkpoint.format_epoch(epoch)}: val loss {values['loss']:.4f}, "
-                   f"accuracy {values['accuracy']:.2f} %")
+    run.report.log(
+        f"Epoch {checkpoint.format_epoch(epoch)}: val loss {values['loss']:.4f}, accuracy {values['accuracy']:.2f} %"
+    )
     if state.improved(values, config.early_stopping) and config.keep_best and run.hw.dist.main:
         checkpoint.save_snapshot(run.out_dir, run.learner.model, snapshot_meta(run), stem="best")
     if not state.should_stop_early(config):
         return False
-    run.report.log(f"Early stopping: {config.early_stopping} has not improved for "
-                   f"{config.early_stopping_patience} validations.")
+    run.report.log(
+        f"Early stopping: {config.early_stopping} has not improved for {config.early_stopping_patience} validations."
+    )
     return True
 
 
@@ -302,9 +318,18 @@ def write_snapshot(run: Run) -> None:
     epoch = state.epoch(run.plan)
     path = checkpoint.save_snapshot(run.out_dir, run.learner.model, snapshot_meta(run))
     state.snapshots.append(round(epoch, 3))
-    checkpoint.save_resume(run.out_dir, {
-        **run.learner.state_dict(), "rng": states, "seed": run.seed, "state": asdict(state),
-        "epoch": round(epoch, 3), "iteration": state.iteration, "config": run.config.to_dict()})
+    checkpoint.save_resume(
+        run.out_dir,
+        {
+            **run.learner.state_dict(),
+            "rng": states,
+            "seed": run.seed,
+            "state": asdict(state),
+            "epoch": round(epoch, 3),
+            "iteration": state.iteration,
+            "config": run.config.to_dict(),
+        },
+    )
     reason = " (early stop)" if state.stopped_early else ""
     run.report.log(f"Snapshot saved at epoch {checkpoint.format_epoch(epoch)}: {path.name}{reason}")
     run.report.snapshot(round(epoch, 3), str(path), state.latest())
@@ -315,9 +340,18 @@ def snapshot_meta(run: Run) -> dict[str, Any]:
     pre, labels = run.data.pre, run.data.labels
     in_h, in_w = pre.input_size
     return checkpoint.snapshot_meta(
-        network=run.config.network, num_classes=len(labels), in_channels=pre.channels, height=in_h,
-        width=in_w, labels=labels, preprocess=pre.to_dict(), epoch=run.state.epoch(run.plan),
-        iteration=run.state.iteration, metrics=run.state.latest(), config=run.config.to_dict())
+        network=run.config.network,
+        num_classes=len(labels),
+        in_channels=pre.channels,
+        height=in_h,
+        width=in_w,
+        labels=labels,
+        preprocess=pre.to_dict(),
+        epoch=run.state.epoch(run.plan),
+        iteration=run.state.iteration,
+        metrics=run.state.latest(),
+        config=run.config.to_dict(),
+    )
 
 
 def stop_if_asked(run: Run) -> None:
@@ -339,7 +373,8 @@ def report_train(run: Run, window: LossWindow) -> None:
     if not math.isfinite(loss):
         raise TrainingDiverged(
             f"Training diverged at epoch {epoch:.2f} (iteration {state.iteration}): the loss became "
-            f"{loss}. Lower the learning rate (it was {run.config.learning_rate:g}) and train again.")
+            f"{loss}. Lower the learning rate (it was {run.config.learning_rate:g}) and train again."
+        )
     values = {"loss": loss, "lr": run.learner.optimizer.param_groups[0]["lr"]}
     state.record(epoch, "train", values)
     run.report.metrics(round(epoch, 3), values, "train")
@@ -349,13 +384,19 @@ def report_train(run: Run, window: LossWindow) -> None:
 def log_start(run: Run) -> None:
     config, plan, pre, feed, report = run.config, run.plan, run.data.pre, run.data.train, run.report
     h, w = pre.input_size
-    report.log(f"Training {config.network} on {len(feed)} images ({pre.channels}x{h}x{w}), "
-               f"{len(run.data.labels)} classes, mean {pre.use_mean}" + (f", crop {pre.crop_size}" if pre.crop_size else ""))
-    report.log(f"Batch {plan.batch} x accumulation {plan.accumulation}: {plan.iters_per_epoch} iterations "
-               f"per epoch, {plan.max_iter} in all; {config.solver_type}, learning rate "
-               f"{config.learning_rate:g} ({config.lr_policy})")
-    report.log(f"Device {run.hw.describe()}; data {'in memory' if feed.in_memory else 'read from disk'} "
-               f"({feed.nbytes / 1e6:.1f} MB)")
+    report.log(
+        f"Training {config.network} on {len(feed)} images ({pre.channels}x{h}x{w}), "
+        f"{len(run.data.labels)} classes, mean {pre.use_mean}" + (f", crop {pre.crop_size}" if pre.crop_size else "")
+    )
+    report.log(
+        f"Batch {plan.batch} x accumulation {plan.accumulation}: {plan.iters_per_epoch} iterations "
+        f"per epoch, {plan.max_iter} in all; {config.solver_type}, learning rate "
+        f"{config.learning_rate:g} ({config.lr_policy})"
+    )
+    report.log(
+        f"Device {run.hw.describe()}; data {'in memory' if feed.in_memory else 'read from disk'} "
+        f"({feed.nbytes / 1e6:.1f} MB)"
+    )
     for note in getattr(run.learner.augment, "notes", []):
         report.log(f"Augmentation: {note}")
     if run.state.iteration:
@@ -370,7 +411,8 @@ def log_start(run: Run) -> None:
 @dataclass(frozen=True)
 class Plan:
     """How many iterations, of which batches, and when to report, validate and snapshot."""
-    batch: int                 # per process
+
+    batch: int  # per process
     accumulation: int
     world: int
     epochs: float
@@ -378,18 +420,18 @@ class Plan:
     max_iter: int
     display_every: int
     val_batch: int
-    val_interval: float        # epochs; 0 = never
-    snapshot_interval: float   # epochs; 0 = only the final snapshot
-    has_val: bool              # a val split to validate on, and a val_interval
+    val_interval: float  # epochs; 0 = never
+    snapshot_interval: float  # epochs; 0 = only the final snapshot
+    has_val: bool  # a val split to validate on, and a val_interval
 
     @classmethod
-    def make(cls, config: TrainConfig, n_train: int, network: NetworkInfo, world: int = 1,
-             has_val: bool = False) -> Plan:
+    def make(
+        cls, config: TrainConfig, n_train: int, network: NetworkInfo, world: int = 1, has_val: bool = False
+    ) -> Plan:
         batch = int(config.batch_size or network.default_batch)
         accumulation = int(config.batch_accumulation or 1)
         if batch < 1 or accumulation < 1:
-            raise ValueError(f"batch_size and batch_accumulation must be at least 1 "
-                             f"(got {batch} and {accumulation})")
+            raise ValueError(f"batch_size and batch_accumulation must be at least 1 (got {batch} and {accumulation})")
         if not config.train_epochs > 0:
             raise ValueError(f"train_epochs must be above 0, got {config.train_epochs}")
         per_rank = math.ceil(n_train / world)
@@ -397,15 +439,25 @@ class Plan:
         max_iter = max(1, math.ceil(ipe * config.train_epochs - 1e-9))
         # DIGITS' Caffe `display`: at most ~8 points per epoch, and at least one per 5000 images
         display = max(1, min(ipe // 8, math.ceil(5000 / (batch * accumulation * world))))
-        return cls(batch, accumulation, world, float(config.train_epochs), ipe, max_iter, display,
-                   val_batch=max(network.default_val_batch, batch), val_interval=config.val_interval,
-                   snapshot_interval=config.snapshot_interval, has_val=has_val)
+        return cls(
+            batch,
+            accumulation,
+            world,
+            float(config.train_epochs),
+            ipe,
+            max_iter,
+            display,
+            val_batch=max(network.default_val_batch, batch),
+            val_interval=config.val_interval,
+            snapshot_interval=config.snapshot_interval,
+            has_val=has_val,
+        )
 
     def micro_batches(self, order: np.ndarray, step: int) -> list[np.ndarray]:
         """The index arrays of iteration `step` of an epoch: up to `accumulation` of up to `batch`."""
         size = self.batch * self.accumulation
-        chunk = order[step * size:(step + 1) * size]
-        return [chunk[i:i + self.batch] for i in range(0, len(chunk), self.batch)]
+        chunk = order[step * size : (step + 1) * size]
+        return [chunk[i : i + self.batch] for i in range(0, len(chunk), self.batch)]
 
     def rest_of_epoch(self, order: np.ndarray, iteration: int) -> list[list[np.ndarray]]:
         """The micro-batches of every iteration from `iteration` (completed so far) to the end of
@@ -447,8 +499,9 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool, dist: Dist) -> np.
 @dataclass
 class TrainState:
     """What a run has done so far; saved in resume.pt as plain data."""
+
     iteration: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)   # {"epoch", "phase", **values}
+    history: list[dict[str, Any]] = field(default_factory=list)  # {"epoch", "phase", **values}
     best: float | None = None
     best_epoch: float | None = None
     bad_validations: int = 0
@@ -487,14 +540,21 @@ class TrainState:
     def summary(self, plan: Plan, seed: int) -> dict[str, Any]:
         vals = [r for r in self.history if r["phase"] == "val"]
         best = next((r for r in vals if r["epoch"] == self.best_epoch), None)
-        return {"epochs": round(self.epoch(plan), 3), "iterations": self.iteration,
-                "iterations_per_epoch": plan.iters_per_epoch, "batch_size": plan.batch,
-                "batch_accumulation": plan.accumulation, "world_size": plan.world, "seed": seed,
-                "best_epoch": self.best_epoch,
-                "best_val_accuracy": best["accuracy"] if best else None,
-                "best_val_loss": best["loss"] if best else None,
-                "final": self.latest(), "stopped_early": self.stopped_early,
-                "snapshots": list(self.snapshots)}
+        return {
+            "epochs": round(self.epoch(plan), 3),
+            "iterations": self.iteration,
+            "iterations_per_epoch": plan.iters_per_epoch,
+            "batch_size": plan.batch,
+            "batch_accumulation": plan.accumulation,
+            "world_size": plan.world,
+            "seed": seed,
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": best["accuracy"] if best else None,
+            "best_val_loss": best["loss"] if best else None,
+            "final": self.latest(),
+            "stopped_early": self.stopped_early,
+            "snapshots": list(self.snapshots),
+        }
 
 
 class LossWindow:

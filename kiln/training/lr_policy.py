@@ -4,10 +4,12 @@ DIGITS converted the percentages to Caffe's per-iteration formulas with ``scale 
 (reference section 2.2); :func:`lr_at` applies those formulas, :func:`preview` the percent formulas
 of the "Visualize LR" chart (section 2.4). ``cosine`` is kiln's addition.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -37,22 +39,35 @@ def _multistep_problem(value: str) -> str | None:
 
 
 # Each policy's parameters; positions and sizes are percentages of training, as in DIGITS.
-FIELDS = {f.name: f for f in (
-    Field("lr_policy", "Policy", str, "learning rate policy", choices=POLICIES),
-    Field("lr_step_size", "Step size (% of training)", float, "step: percent of training between drops",
-          low=0, low_open=True),
-    Field("lr_step_gamma", "Gamma (step)", float, "step: factor at each drop", low=0),
-    Field("lr_multistep_values", "Step values (% list)", str, "multistep: comma list of percentages",
-          extra_check=_multistep_problem),
-    Field("lr_multistep_gamma", "Gamma (multistep)", float, "multistep: factor at each step", low=0),
-    Field("lr_exp_gamma", "Gamma (exp)", float, "exp: factor per percent of training", low=0),
-    Field("lr_inv_gamma", "Gamma (inv)", float, "inv: gamma", low=0),
-    Field("lr_inv_power", "Power (inv)", float, "inv: power", low=0),
-    Field("lr_poly_power", "Power (poly)", float, "poly: power", low=0),
-    Field("lr_sigmoid_step", "Step (sigmoid, %)", float, "sigmoid: midpoint, percent of training",
-          low=0, high=100),
-    Field("lr_sigmoid_gamma", "Gamma (sigmoid)", float, "sigmoid: steepness", low=-1000, high=1000),
-)}
+FIELDS = {
+    f.name: f
+    for f in (
+        Field("lr_policy", "Policy", str, "learning rate policy", choices=POLICIES),
+        Field(
+            "lr_step_size",
+            "Step size (% of training)",
+            float,
+            "step: percent of training between drops",
+            low=0,
+            low_open=True,
+        ),
+        Field("lr_step_gamma", "Gamma (step)", float, "step: factor at each drop", low=0),
+        Field(
+            "lr_multistep_values",
+            "Step values (% list)",
+            str,
+            "multistep: comma list of percentages",
+            extra_check=_multistep_problem,
+        ),
+        Field("lr_multistep_gamma", "Gamma (multistep)", float, "multistep: factor at each step", low=0),
+        Field("lr_exp_gamma", "Gamma (exp)", float, "exp: factor per percent of training", low=0),
+        Field("lr_inv_gamma", "Gamma (inv)", float, "inv: gamma", low=0),
+        Field("lr_inv_power", "Power (inv)", float, "inv: power", low=0),
+        Field("lr_poly_power", "Power (poly)", float, "poly: power", low=0),
+        Field("lr_sigmoid_step", "Step (sigmoid, %)", float, "sigmoid: midpoint, percent of training", low=0, high=100),
+        Field("lr_sigmoid_gamma", "Gamma (sigmoid)", float, "sigmoid: steepness", low=-1000, high=1000),
+    )
+}
 
 
 def parse_multistep(values: str | list[float] | tuple[float, ...]) -> list[float]:
@@ -90,7 +105,7 @@ def _percent_rate(c: TrainConfig, lr: float, i: float) -> float:
     if policy == "multistep":
         return lr * c.lr_multistep_gamma ** sum(i >= s for s in parse_multistep(c.lr_multistep_values))
     if policy == "exp":
-        return lr * c.lr_exp_gamma ** i
+        return lr * c.lr_exp_gamma**i
     if policy == "inv":
         return lr * (1 + c.lr_inv_gamma * i) ** -c.lr_inv_power
     if policy == "poly":
@@ -186,8 +201,9 @@ class IterationLR(torch.optim.lr_scheduler.LambdaLR):
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
-                   max_iter: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, max_iter: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-iteration scheduler: call ``step()`` after every optimizer step.
 
     The factor is ``lr_at / learning_rate``, so groups keep their own base rates. The lambda is a

@@ -6,6 +6,7 @@ them (solvers.py, lr_policy.py, augment.py, kiln/preprocess.py); the train loop'
 train`, the OpenAPI description and docs/api.md read FIELDS; :func:`check_config` runs at job
 creation and again when training starts, so a job is never created with a value the engine refuses.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,21 +30,53 @@ def _device_problem(value: str) -> str | None:
 
 
 _LOOP_FIELDS = (
-    Field("train_epochs", "Training epochs", float, "training epochs (fractions allowed)",
-          low=0, low_open=True, high=MAX_EPOCHS),
-    Field("snapshot_interval", "Snapshot interval (epochs)", float, "epochs between snapshots; 0: only the last",
-          low=0, high=MAX_EPOCHS),
-    Field("val_interval", "Validation interval (epochs)", float, "epochs between validations; 0: none",
-          low=0, high=MAX_EPOCHS),
+    Field(
+        "train_epochs",
+        "Training epochs",
+        float,
+        "training epochs (fractions allowed)",
+        low=0,
+        low_open=True,
+        high=MAX_EPOCHS,
+    ),
+    Field(
+        "snapshot_interval",
+        "Snapshot interval (epochs)",
+        float,
+        "epochs between snapshots; 0: only the last",
+        low=0,
+        high=MAX_EPOCHS,
+    ),
+    Field(
+        "val_interval",
+        "Validation interval (epochs)",
+        float,
+        "epochs between validations; 0: none",
+        low=0,
+        high=MAX_EPOCHS,
+    ),
     Field("random_seed", "Random seed", int, "random seed (blank: random)", low=0, high=2**32 - 1, optional=True),
-    Field("batch_size", "Batch size", int, "images per batch (blank: the network's default)",
-          low=1, high=MAX_BATCH, optional=True),
+    Field(
+        "batch_size",
+        "Batch size",
+        int,
+        "images per batch (blank: the network's default)",
+        low=1,
+        high=MAX_BATCH,
+        optional=True,
+    ),
     Field("batch_accumulation", "Batch accumulation", int, "batches per optimizer step", low=1, high=1024),
     Field("shuffle", "Shuffle train data", bool, "shuffle the training images every epoch"),
-    Field("early_stopping", "Early stopping", str, "stop when the validation metric stops improving",
-          choices=EARLY_STOPPING),
-    Field("early_stopping_patience", "Patience (validations)", int, "validations without improvement",
-          low=1, high=100_000),
+    Field(
+        "early_stopping",
+        "Early stopping",
+        str,
+        "stop when the validation metric stops improving",
+        choices=EARLY_STOPPING,
+    ),
+    Field(
+        "early_stopping_patience", "Patience (validations)", int, "validations without improvement", low=1, high=100_000
+    ),
     Field("keep_best", "Keep the best snapshot", bool, "also keep the snapshot with the best val accuracy"),
     Field("device", "Device", str, "auto, cpu, cuda or cuda:0,1", choices=None, extra_check=_device_problem),
     Field("precision", "Precision", str, "autocast precision on GPU", choices=PRECISIONS),
@@ -91,7 +124,10 @@ def form_schema(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The model form as a JSON Schema object, for the OpenAPI description."""
     props = {name: f.json_schema() for name, f in FIELDS.items()}
     for name in SWEEP_FIELDS:  # a comma list sweeps, so the form field is text
-        props[name] = {**props[name], "type": "string", "description": props[name]["description"]
-                       + "; a comma list creates one job per value"}
+        props[name] = {
+            **props[name],
+            "type": "string",
+            "description": props[name]["description"] + "; a comma list creates one job per value",
+        }
     props.update(extra or {})
     return {"type": "object", "properties": props}

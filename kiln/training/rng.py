@@ -2,6 +2,7 @@
 that a resumed run continues bit-exactly. States are stored as tensors and plain numbers, so
 resume.pt loads with weights_only=True.
 """
+
 from __future__ import annotations
 
 import random
@@ -27,11 +28,14 @@ def seed_rank(seed: int, rank: int, device: torch.device) -> torch.Generator:
 
 def capture(generator: torch.Generator) -> dict[str, Any]:
     """This process's torch, CUDA, NumPy and Python states, and the augmentation generator's."""
-    np_state: Any = np.random.get_state()              # (name, keys, pos, has_gauss, cached)
+    np_state: Any = np.random.get_state()  # (name, keys, pos, has_gauss, cached)
     version, internal, gauss = random.getstate()
-    states = {"torch": torch.get_rng_state(), "generator": generator.get_state(),
-              "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-              "python": [version, list(internal), gauss]}
+    states = {
+        "torch": torch.get_rng_state(),
+        "generator": generator.get_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": [version, list(internal), gauss],
+    }
     if torch.cuda.is_available() and generator.device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(generator.device)
     return states
@@ -39,7 +43,7 @@ def capture(generator: torch.Generator) -> dict[str, Any]:
 
 def restore(per_rank: list[dict[str, Any]], rank: int, generator: torch.Generator) -> None:
     """Put back what `capture` saw on this rank (one entry per rank of the saving run)."""
-    if rank >= len(per_rank):        # resumed with more processes than before: fresh streams
+    if rank >= len(per_rank):  # resumed with more processes than before: fresh streams
         return
     s = per_rank[rank]
     torch.set_rng_state(s["torch"])

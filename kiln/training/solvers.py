@@ -9,6 +9,7 @@ As DIGITS wrote them into Caffe's solver file:
   so small that it barely moves in a short run, so it takes the paper's (and PyTorch's) 1e-6;
 - ADAMW (kiln's addition) applies the same weight decay decoupled, as AdamW does.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,16 +31,39 @@ SOLVERS = {
     "ADAM": "Adam",
     "ADAMW": "AdamW (decoupled weight decay)",
 }
-FIELDS = {f.name: f for f in (
-    Field("solver_type", "Solver type", str, "optimizer", choices=SOLVERS),
-    Field("learning_rate", "Base learning rate", float, "base learning rate", low=0),
-    Field("momentum", "Momentum", float, "SGD/Nesterov momentum, Adam's beta1, AdaDelta's rho",
-          low=0, high=1, high_open=True),
-    Field("weight_decay", "Weight decay", float, "L2 weight decay (blank: learning rate / 100, as DIGITS)",
-          low=0, optional=True),
-    Field("rms_decay", "RMS decay", float, "RMSprop's decay of the squared-gradient average",
-          low=0, high=1, high_open=True),
-)}
+FIELDS = {
+    f.name: f
+    for f in (
+        Field("solver_type", "Solver type", str, "optimizer", choices=SOLVERS),
+        Field("learning_rate", "Base learning rate", float, "base learning rate", low=0),
+        Field(
+            "momentum",
+            "Momentum",
+            float,
+            "SGD/Nesterov momentum, Adam's beta1, AdaDelta's rho",
+            low=0,
+            high=1,
+            high_open=True,
+        ),
+        Field(
+            "weight_decay",
+            "Weight decay",
+            float,
+            "L2 weight decay (blank: learning rate / 100, as DIGITS)",
+            low=0,
+            optional=True,
+        ),
+        Field(
+            "rms_decay",
+            "RMS decay",
+            float,
+            "RMSprop's decay of the squared-gradient average",
+            low=0,
+            high=1,
+            high_open=True,
+        ),
+    )
+}
 EPS = 1e-8
 
 
@@ -62,16 +86,17 @@ def check_solver(config: TrainConfig) -> None:
 
 
 # optimizers whose fused kernel is known to be faster than foreach, per device type (CPU measured)
-_FUSED = {"cpu": (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad),
-          "cuda": (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)}
+_FUSED = {
+    "cpu": (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad),
+    "cuda": (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW),
+}
 
 
 def _build(cls: type[torch.optim.Optimizer], groups: list[dict[str, Any]], **kwargs: Any) -> torch.optim.Optimizer:
     """Use the fused kernel where this optimizer has one for the parameters' device, else foreach."""
     params = [p for group in groups for p in group["params"]]
     devices = {p.device.type for p in params}
-    fused = (len(devices) == 1 and cls in _FUSED.get(devices.pop(), ())
-             and all(p.is_floating_point() for p in params))
+    fused = len(devices) == 1 and cls in _FUSED.get(devices.pop(), ()) and all(p.is_floating_point() for p in params)
     return cls(groups, **({"fused": True} if fused else {"foreach": True}), **kwargs)
 
 

@@ -1,9 +1,10 @@
 """The app factory: settings, scheduler, templates, error shapes, routes."""
+
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,8 +33,12 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
         if run_scheduler:
             app.state.scheduler.stop()
 
-    app = FastAPI(title="kiln", version=kiln.__version__, lifespan=lifespan,
-                  description="Train image classifiers in the browser. DIGITS 6.1.1-compatible JSON API.")
+    app = FastAPI(
+        title="kiln",
+        version=kiln.__version__,
+        lifespan=lifespan,
+        description="Train image classifiers in the browser. DIGITS 6.1.1-compatible JSON API.",
+    )
     app.state.settings = settings
     app.state.scheduler = Scheduler(settings)
     app.state.templates = _templates()
@@ -42,6 +47,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
     _upload_limit(app, settings.max_upload_mb)
 
     from kiln.web import routes_auth, routes_datasets, routes_events, routes_home, routes_jobs, routes_models
+
     for module in (routes_auth, routes_home, routes_jobs, routes_events, routes_datasets, routes_models):
         app.include_router(module.router)
     return app
@@ -56,12 +62,15 @@ def _templates() -> Jinja2Templates:
 
 def _upload_limit(app: FastAPI, max_mb: int) -> None:
     """Refuse bodies over the limit before reading them (a 413 that names the setting)."""
+
     @app.middleware("http")
     async def limit(request: Request, call_next):  # type: ignore[no-untyped-def]
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_mb * 2**20:
-            return JSONResponse({"error": {"message": f"Upload too large: over {max_mb} MB (KILN_MAX_UPLOAD_MB).",
-                                           "type": "TooLarge"}}, status_code=413)
+            return JSONResponse(
+                {"error": {"message": f"Upload too large: over {max_mb} MB (KILN_MAX_UPLOAD_MB).", "type": "TooLarge"}},
+                status_code=413,
+            )
         return await call_next(request)
 
 
@@ -70,7 +79,8 @@ def _error_handlers(app: FastAPI) -> None:
         if wants_json(request) or request.method in ("PUT", "DELETE"):
             return JSONResponse({"error": {"message": message, "type": type_}}, status_code=status)
         return app.state.templates.TemplateResponse(
-            request, "error.html", {"status": status, "message": message}, status_code=status)
+            request, "error.html", {"status": status, "message": message}, status_code=status
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -80,8 +90,15 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         if wants_json(request) or request.method != "GET":
-            return JSONResponse({"error": {"message": "Log in first (a username cookie, or a username field).",
-                                           "type": "Unauthorized"}}, status_code=401)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "Log in first (a username cookie, or a username field).",
+                        "type": "Unauthorized",
+                    }
+                },
+                status_code=401,
+            )
         return RedirectResponse(f"/login?next={request.url.path}", status_code=302)
 
     @app.exception_handler(RequestValidationError)

@@ -1,4 +1,5 @@
 """Shared request dependencies: settings, a per-thread store, the user, content negotiation."""
+
 from __future__ import annotations
 
 import re

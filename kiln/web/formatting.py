@@ -1,4 +1,5 @@
 """Small display helpers shared by templates and JSON rows."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,4 +1,5 @@
 """Username login as DIGITS had it (reference 6.2): no password, a cookie, so jobs have owners."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -26,7 +27,8 @@ async def login(request: Request) -> Response:
     problem = check_username(name)
     if problem:
         return request.app.state.templates.TemplateResponse(
-            request, "login.html", {"next": target, "error": problem}, status_code=400)
+            request, "login.html", {"next": target, "error": problem}, status_code=400
+        )
     response = RedirectResponse(target, status_code=302)
     response.set_cookie("username", name, httponly=False, samesite="lax")
     return response

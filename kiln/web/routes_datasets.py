@@ -1,4 +1,5 @@
 """Dataset pages and API: new (form), create, show, explore, summary, stored images."""
+
 from __future__ import annotations
 
 import math
@@ -8,12 +9,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
-from kiln.datasets.spec import DatasetSpec
-from kiln.datasets.spec import ENCODINGS, RESIZE_MODES
-from kiln.store import new_job_id
-from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
+from kiln.datasets.spec import ENCODINGS, RESIZE_MODES, DatasetSpec
 from kiln.forms import FormErrors
 from kiln.jobs.dataset_form import UPLOAD_FIELDS, create_dataset_job, save_uploads, spec_from_form
+from kiln.store import new_job_id
+from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
 from kiln.web.routes_jobs import job_state
 from kiln.web.shapes import dataset_dict, read_manifest
 
@@ -31,9 +31,17 @@ def new_dataset(request: Request, store: StoreDep, user: UserDep, clone: str | N
 
 def _form_page(request: Request, values: dict[str, Any], errors: dict[str, list[str]], status: int) -> Response:
     return request.app.state.templates.TemplateResponse(
-        request, "dataset_new.html", {"v": values, "errors": errors, "user": request.cookies.get("username"),
-                                      "resize_modes": list(RESIZE_MODES.items()), "encodings": list(ENCODINGS.items())},
-        status_code=status)
+        request,
+        "dataset_new.html",
+        {
+            "v": values,
+            "errors": errors,
+            "user": request.cookies.get("username"),
+            "resize_modes": list(RESIZE_MODES.items()),
+            "encodings": list(ENCODINGS.items()),
+        },
+        status_code=status,
+    )
 
 
 @router.post("/datasets/images/classification.json")
@@ -57,20 +65,34 @@ async def create_dataset(request: Request, store: StoreDep, settings: SettingsDe
 
 async def _uploaded_lists(form: Any) -> dict[str, bytes]:
     """The text lists sent as files (an empty file input sends a part with no filename)."""
-    return {field: await item.read() for field in UPLOAD_FIELDS
-            if isinstance(item := form.get(field), UploadFile) and item.filename}
+    return {
+        field: await item.read()
+        for field in UPLOAD_FIELDS
+        if isinstance(item := form.get(field), UploadFile) and item.filename
+    }
 
 
 @router.get("/datasets/summary")
 def summary(request: Request, job_id: str, store: StoreDep, settings: SettingsDep) -> Response:
     job = job_or_404(store, job_id, "dataset")
-    return request.app.state.templates.TemplateResponse(request, "dataset_summary.html", {
-        "job": job, "spec": job.params.get("spec", {}), "manifest": read_manifest(settings.jobs_dir, job_id)})
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "dataset_summary.html",
+        {"job": job, "spec": job.params.get("spec", {}), "manifest": read_manifest(settings.jobs_dir, job_id)},
+    )
 
 
 @router.get("/datasets/images/classification/explore")
-def explore(request: Request, job_id: str, store: StoreDep, settings: SettingsDep, db: str = "train",
-            page: int = 0, size: int = 25, label: int | None = None) -> Response:
+def explore(
+    request: Request,
+    job_id: str,
+    store: StoreDep,
+    settings: SettingsDep,
+    db: str = "train",
+    page: int = 0,
+    size: int = 25,
+    label: int | None = None,
+) -> Response:
     from kiln.datasets.reader import PackedDataset
 
     job = job_or_404(store, job_id, "dataset")
@@ -84,13 +106,26 @@ def explore(request: Request, job_id: str, store: StoreDep, settings: SettingsDe
     indices = ds.indices(db, label)
     pages = max(1, math.ceil(len(indices) / size))
     page = min(max(page, 0), pages - 1)
-    shown = indices[page * size:(page + 1) * size]
+    shown = indices[page * size : (page + 1) * size]
     targets = ds.targets(db)
-    return request.app.state.templates.TemplateResponse(request, "dataset_explore.html", {
-        "job": job, "db": db, "splits": ds.splits, "labels": ds.labels, "label": label, "size": size,
-        "page": page, "pages": pages, "total": len(indices),
-        "items": [(int(i), ds.labels[int(targets[i])]) for i in shown],
-        "page_range": range(max(0, page - 5), min(pages, page + 6)), "user": request.cookies.get("username")})
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "dataset_explore.html",
+        {
+            "job": job,
+            "db": db,
+            "splits": ds.splits,
+            "labels": ds.labels,
+            "label": label,
+            "size": size,
+            "page": page,
+            "pages": pages,
+            "total": len(indices),
+            "items": [(int(i), ds.labels[int(targets[i])]) for i in shown],
+            "page_range": range(max(0, page - 5), min(pages, page + 6)),
+            "user": request.cookies.get("username"),
+        },
+    )
 
 
 @router.get("/datasets/{job_id}/images/{split}/{index}.png")
@@ -103,8 +138,7 @@ def stored_image(job_id: str, split: str, index: int, store: StoreDep, settings:
     ds = PackedDataset(settings.jobs_dir / job_id)
     if split not in ds.splits or not 0 <= index < ds.count(split):
         raise HTTPException(404, f"No image {index} in {split}.")
-    return Response(ds.image_png(split, index), media_type="image/png",
-                    headers={"Cache-Control": "max-age=3600"})
+    return Response(ds.image_png(split, index), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 
 @router.get("/datasets/{job_id}.json")
@@ -118,7 +152,17 @@ def show_dataset(request: Request, job_id: str, store: StoreDep, settings: Setti
     if wants_json(request):
         return JSONResponse(dataset_dict(job, settings.jobs_dir, verbose=True))
     manifest = read_manifest(settings.jobs_dir, job_id)
-    return request.app.state.templates.TemplateResponse(request, "dataset_show.html", {
-        "job": job, "spec": job.params.get("spec", {}), "manifest": manifest,
-        "state": job_state(job, store), "models": store.models_using(job_id), "logs": store.logs(job_id, 30),
-        "user": request.cookies.get("username"), "directory": settings.jobs_dir / job_id})
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "dataset_show.html",
+        {
+            "job": job,
+            "spec": job.params.get("spec", {}),
+            "manifest": manifest,
+            "state": job_state(job, store),
+            "models": store.models_using(job_id),
+            "logs": store.logs(job_id, 30),
+            "user": request.cookies.get("username"),
+            "directory": settings.jobs_dir / job_id,
+        },
+    )

@@ -3,11 +3,13 @@
 Workers write to SQLite; every write appends to `changes`. The stream polls that table and
 sends, per changed job, its row (home page) and what changed, so pages update without reloading.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -38,8 +40,11 @@ def _updates(store: Store, seq: int, job_id: str | None) -> tuple[int, list[str]
         if job is None:
             out.append(_event("job", {"job_id": jid, "update": "deleted"}))
             continue
-        out.append(_event("job", {"job_id": jid, "update": sorted(what), "row": row(job, store),
-                                  "state": job_state(job, store)}))
+        out.append(
+            _event(
+                "job", {"job_id": jid, "update": sorted(what), "row": row(job, store), "state": job_state(job, store)}
+            )
+        )
     return changes[-1]["seq"], out
 
 
@@ -65,5 +70,6 @@ async def events(request: Request, job_id: str | None = None) -> StreamingRespon
         finally:
             store.close()
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

@@ -1,4 +1,5 @@
 """The home page and its JSON: /, /index.json, /completed_jobs.json."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,7 +24,8 @@ def index_json(store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     datasets = _running_first(store.list_jobs("dataset"))
     models = _running_first(store.list_jobs("model"))
     return {
-        "version": kiln.__version__, "jobs_dir": str(settings.jobs_dir),
+        "version": kiln.__version__,
+        "jobs_dir": str(settings.jobs_dir),
         "datasets": [dataset_dict(j, settings.jobs_dir) for j in datasets],
         "models": [model_dict(j, store, settings.jobs_dir) for j in models],
     }
@@ -33,8 +35,7 @@ def index_json(store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
 def completed_jobs(store: StoreDep) -> dict[str, Any]:
     jobs = store.list_jobs()
     rows = [row(j, store) for j in jobs]
-    fields = sorted({k for r in rows if r["type"] == "model" for k in r
-                     if k.endswith((" last", " min", " max"))})
+    fields = sorted({k for r in rows if r["type"] == "model" for k in r if k.endswith((" last", " min", " max"))})
     return {
         "running": [r for r in rows if r["status"] in ACTIVE],
         "datasets": [r for r in rows if r["type"] == "dataset" and r["status"] not in ACTIVE],
@@ -52,12 +53,18 @@ def home(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     rows = [row(j, store) for j in jobs]
     datasets = [r for r in rows if r["type"] == "dataset"]
     models = [r for r in rows if r["type"] == "model"]
-    return request.app.state.templates.TemplateResponse(request, "home.html", {
-        "user": request.cookies.get("username"), "datasets": datasets, "models": models,
-        # DIGITS' tab numbers (1 datasets, 2 models); without one, open the tab that has something
-        "tab": request.query_params.get("tab") or ("2" if models else "1"),
-        "next_dataset": _next_dataset(datasets) if not models else None,
-    })
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "home.html",
+        {
+            "user": request.cookies.get("username"),
+            "datasets": datasets,
+            "models": models,
+            # DIGITS' tab numbers (1 datasets, 2 models); without one, open the tab that has something
+            "tab": request.query_params.get("tab") or ("2" if models else "1"),
+            "next_dataset": _next_dataset(datasets) if not models else None,
+        },
+    )
 
 
 def _next_dataset(datasets: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -76,12 +83,13 @@ def plotly_js() -> Response:
     from fastapi.responses import FileResponse
 
     path = files("plotly") / "package_data" / "plotly.min.js"
-    return FileResponse(str(path), media_type="application/javascript",
-                        headers={"Cache-Control": "max-age=86400"})
+    return FileResponse(str(path), media_type="application/javascript", headers={"Cache-Control": "max-age=86400"})
 
 
 @router.get("/favicon.ico", include_in_schema=False)
 def favicon() -> Response:
-    svg = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
-           '<rect width="16" height="16" rx="3" fill="#c2410c"/><path d="M4 12V4h2v3l3-3h2.5L8 7.5 11.8 12H9.3L6.5 8.8V12z" fill="#fff"/></svg>')
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+        '<rect width="16" height="16" rx="3" fill="#c2410c"/><path d="M4 12V4h2v3l3-3h2.5L8 7.5 11.8 12H9.3L6.5 8.8V12z" fill="#fff"/></svg>'
+    )
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})

@@ -1,8 +1,10 @@
 """Routes common to every job: status, edit, abort, resume, delete, clone, group, files."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -36,9 +38,19 @@ def job_state(job: Job, store: Store) -> dict[str, Any]:
         end = history[i + 1]["ts"] if i + 1 < len(history) else None
         h["seconds"] = (end - h["ts"]) if end else None
     remaining = eta(job)
-    return {"id": job.id, "status": job.status, "progress": job.progress, "message": job.message,
-            "error": job.error, "elapsed": elapsed(job), "eta": remaining, "eta_text": duration(remaining),
-            "running": job.status in ACTIVE, "history": history, "name": job.name}
+    return {
+        "id": job.id,
+        "status": job.status,
+        "progress": job.progress,
+        "message": job.message,
+        "error": job.error,
+        "elapsed": elapsed(job),
+        "eta": remaining,
+        "eta_text": duration(remaining),
+        "running": job.status in ACTIVE,
+        "history": history,
+        "name": job.name,
+    }
 
 
 @router.get("/jobs/{job_id}")
@@ -66,20 +78,29 @@ async def edit_job(job_id: str, request: Request, store: StoreDep, user: UserDep
         return str(form[field]) if field in form else None
 
     with refusals():
-        job = actions.edit(store, job_id, user, name=text("job_name"), notes=text("job_notes"),
-                           group=text("group_name"))
+        job = actions.edit(
+            store, job_id, user, name=text("job_name"), notes=text("job_notes"), group=text("group_name")
+        )
     kind = "Dataset" if job.type == "dataset" else "Model"
     return PlainTextResponse(f"{kind} updated.")
 
 
 for prefix in ("jobs", "datasets", "models"):
+
     @router.get(f"/{prefix}/{{job_id}}/status", name=f"{prefix}_status")
     def status(job_id: str, store: StoreDep) -> Response:
         job = store.get_job(job_id)
         if job is None:  # DIGITS answered 200 here; a missing job is a 404
             return JSONResponse({"error": "Job not found."}, status_code=404)
-        return JSONResponse({"status": job.status, "type": TYPE_NAMES[job.type], "name": job.name,
-                             "error": job.error, "progress": job.progress})
+        return JSONResponse(
+            {
+                "status": job.status,
+                "type": TYPE_NAMES[job.type],
+                "name": job.name,
+                "error": job.error,
+                "progress": job.progress,
+            }
+        )
 
     @router.post(f"/{prefix}/{{job_id}}/abort", name=f"{prefix}_abort")
     def abort(job_id: str, store: StoreDep, user: UserDep) -> Response:
@@ -103,7 +124,9 @@ for prefix in ("jobs", "datasets", "models"):
 
 
 @router.delete("/jobs")
-def delete_many(store: StoreDep, settings: SettingsDep, user: UserDep, ids: JobIds = []) -> Response:
+def delete_many(store: StoreDep, settings: SettingsDep, user: UserDep, ids: JobIds = None) -> Response:
+    if ids is None:
+        ids = []
     failed = []
     for job_id in ids:
         try:
@@ -116,7 +139,9 @@ def delete_many(store: StoreDep, settings: SettingsDep, user: UserDep, ids: JobI
 
 
 @router.post("/abort_jobs")
-def abort_many(store: StoreDep, user: UserDep, ids: JobIds = []) -> Response:
+def abort_many(store: StoreDep, user: UserDep, ids: JobIds = None) -> Response:
+    if ids is None:
+        ids = []
     done = 0
     for job_id in ids:
         try:

@@ -1,4 +1,5 @@
 """Model pages and API: new (form), create (sweeps), show, live charts, classify one / many."""
+
 from __future__ import annotations
 
 import threading
@@ -11,11 +12,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
+from kiln.forms import FormErrors
 from kiln.jobs.model_form import RECIPES, create_model_jobs
 from kiln.store import Job, Store
 from kiln.training.config import TrainConfig
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
-from kiln.forms import FormErrors
 from kiln.web.routes_jobs import job_state
 from kiln.web.shapes import model_dict
 
@@ -29,32 +30,56 @@ def _datasets(store: Store) -> list[Job]:
 
 def _networks() -> list[Any]:
     from kiln.networks.registry import list_networks
+
     return list_networks()
 
 
 @router.get("/models/images/classification/new")
-def new_model(request: Request, store: StoreDep, user: UserDep, clone: str | None = None,
-              dataset: str | None = None) -> Response:
-    values: dict[str, Any] = {**TrainConfig().to_dict(), "standard_networks": "lenet", "method": "standard",
-                              "learning_rate": "0.01", "batch_size": "", "random_seed": "", "crop_size": "",
-                              "weight_decay": "", "model_name": "", "group_name": "", "dataset": dataset or ""}
+def new_model(
+    request: Request, store: StoreDep, user: UserDep, clone: str | None = None, dataset: str | None = None
+) -> Response:
+    values: dict[str, Any] = {
+        **TrainConfig().to_dict(),
+        "standard_networks": "lenet",
+        "method": "standard",
+        "learning_rate": "0.01",
+        "batch_size": "",
+        "random_seed": "",
+        "crop_size": "",
+        "weight_decay": "",
+        "model_name": "",
+        "group_name": "",
+        "dataset": dataset or "",
+    }
     if clone:
         values.update(job_or_404(store, clone, "model").params.get("form", {}))
         values["model_name"] = f"Clone of {values.get('model_name', '')}"
     return _form_page(request, store, values, {}, 200)
 
 
-def _form_page(request: Request, store: Store, values: dict[str, Any], errors: dict[str, list[str]],
-               status: int) -> Response:
+def _form_page(
+    request: Request, store: Store, values: dict[str, Any], errors: dict[str, list[str]], status: int
+) -> Response:
     from kiln.training.options import DEVICES, FIELDS
 
     datasets = _datasets(store)
     if not values.get("dataset") and len(datasets) == 1:
         values = {**values, "dataset": datasets[0].id}  # nothing to choose: preselect it
-    return request.app.state.templates.TemplateResponse(request, "model_new.html", {
-        "v": values, "errors": errors, "datasets": datasets, "networks": _networks(), "recipes": RECIPES,
-        "F": FIELDS, "devices": list(DEVICES.items()),
-        "user": request.cookies.get("username")}, status_code=status)
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "model_new.html",
+        {
+            "v": values,
+            "errors": errors,
+            "datasets": datasets,
+            "networks": _networks(),
+            "recipes": RECIPES,
+            "F": FIELDS,
+            "devices": list(DEVICES.items()),
+            "user": request.cookies.get("username"),
+        },
+        status_code=status,
+    )
 
 
 def _model_form_body() -> dict[str, Any]:
@@ -62,12 +87,15 @@ def _model_form_body() -> dict[str, Any]:
     from kiln.networks.registry import list_networks
     from kiln.training.options import form_schema
 
-    schema = form_schema({
-        "dataset": {"type": "string", "description": "dataset job id"},
-        "model_name": {"type": "string"}, "group_name": {"type": "string"},
-        "method": {"type": "string", "enum": ["standard"]},
-        "standard_networks": {"type": "string", "enum": [n.name for n in list_networks()]},
-    })
+    schema = form_schema(
+        {
+            "dataset": {"type": "string", "description": "dataset job id"},
+            "model_name": {"type": "string"},
+            "group_name": {"type": "string"},
+            "method": {"type": "string", "enum": ["standard"]},
+            "standard_networks": {"type": "string", "enum": [n.name for n in list_networks()]},
+        }
+    )
     schema["required"] = ["dataset", "model_name", "standard_networks"]
     content = {kind: {"schema": schema} for kind in ("multipart/form-data", "application/x-www-form-urlencoded")}
     return {"requestBody": {"required": True, "content": content}}
@@ -130,9 +158,12 @@ def best_epoch(store: Store, job_id: str) -> dict[str, Any] | None:
 @router.get("/models/{job_id}/metrics.json")
 def metrics_json(job_id: str, store: StoreDep) -> dict[str, Any]:
     job = job_or_404(store, job_id, "model")
-    return {"series": series(store, job_id), "best": best_epoch(store, job_id),
-            "snapshots": [s["epoch"] for s in store.snapshots(job_id) if s["info"].get("kind", "epoch") == "epoch"],
-            "train_epochs": job.params["config"].get("train_epochs")}
+    return {
+        "series": series(store, job_id),
+        "best": best_epoch(store, job_id),
+        "snapshots": [s["epoch"] for s in store.snapshots(job_id) if s["info"].get("kind", "epoch") == "epoch"],
+        "train_epochs": job.params["config"].get("train_epochs"),
+    }
 
 
 @router.get("/models/{job_id}/hardware.json")
@@ -143,8 +174,12 @@ def hardware(job_id: str, store: StoreDep) -> dict[str, Any]:
     if job.pid and job.status == "Running":
         try:
             proc = psutil.Process(job.pid)
-            out.update(cpu_percent=proc.cpu_percent(interval=0.2), rss=proc.memory_info().rss,
-                       memory_percent=round(proc.memory_percent(), 2), threads=proc.num_threads())
+            out.update(
+                cpu_percent=proc.cpu_percent(interval=0.2),
+                rss=proc.memory_info().rss,
+                memory_percent=round(proc.memory_percent(), 2),
+                threads=proc.num_threads(),
+            )
         except psutil.Error:
             pass
     out["gpus"] = _gpus()
@@ -154,12 +189,18 @@ def hardware(job_id: str, store: StoreDep) -> dict[str, Any]:
 def _gpus() -> list[dict[str, Any]]:
     try:
         import torch
+
         if not torch.cuda.is_available():
             return []
         gpus = []
         for i in range(torch.cuda.device_count()):
             free, total = torch.cuda.mem_get_info(i)
-            gpu = {"index": i, "name": torch.cuda.get_device_name(i), "memory_used": total - free, "memory_total": total}
+            gpu = {
+                "index": i,
+                "name": torch.cuda.get_device_name(i),
+                "memory_used": total - free,
+                "memory_total": total,
+            }
             try:
                 gpu["utilization"] = torch.cuda.utilization(i)
             except Exception:  # needs NVML; memory alone is still worth showing
@@ -176,11 +217,21 @@ def show_model(request: Request, job_id: str, store: StoreDep, settings: Setting
     if wants_json(request):
         return JSONResponse(model_dict(job, store, settings.jobs_dir, verbose=True))
     dataset = store.get_job(job.dataset_id or "")
-    return request.app.state.templates.TemplateResponse(request, "model_show.html", {
-        "job": job, "config": job.params["config"], "state": job_state(job, store), "dataset": dataset,
-        "snapshots": [s for s in store.snapshots(job_id) if s["info"].get("kind", "epoch") == "epoch"],
-        "best": best_epoch(store, job_id), "logs": store.logs(job_id, 40),
-        "user": request.cookies.get("username"), "directory": settings.jobs_dir / job_id})
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "model_show.html",
+        {
+            "job": job,
+            "config": job.params["config"],
+            "state": job_state(job, store),
+            "dataset": dataset,
+            "snapshots": [s for s in store.snapshots(job_id) if s["info"].get("kind", "epoch") == "epoch"],
+            "best": best_epoch(store, job_id),
+            "logs": store.logs(job_id, 40),
+            "user": request.cookies.get("username"),
+            "directory": settings.jobs_dir / job_id,
+        },
+    )
 
 
 # -- classifying ----------------------------------------------------------------------------------
@@ -248,16 +299,24 @@ async def classify_one(request: Request, store: StoreDep, settings: SettingsDep)
     try:
         pred = predictor_for(job_dir, _epoch(form.get("snapshot_epoch")))
     except (FileNotFoundError, ValueError) as exc:
-        raise HTTPException(400, f"snapshot_epoch: {exc}")
+        raise HTTPException(400, f"snapshot_epoch: {exc}") from None
     result = pred.classify([source])[0]
     if result.error:
         raise HTTPException(400, f"image_file: {result.error}")
     predictions = [[label, pct] for label, pct in result]
     if wants_json(request):
         return JSONResponse({"predictions": predictions})
-    return request.app.state.templates.TemplateResponse(request, "classify_one.html", {
-        "predictions": predictions, "image": shown, "job_id": job_id, "epoch": pred.epoch,
-        "user": request.cookies.get("username")})
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "classify_one.html",
+        {
+            "predictions": predictions,
+            "image": shown,
+            "job_id": job_id,
+            "epoch": pred.epoch,
+            "user": request.cookies.get("username"),
+        },
+    )
 
 
 @router.post("/models/images/classification/classify_many.json")
@@ -278,9 +337,17 @@ async def classify_many(request: Request, store: StoreDep, settings: SettingsDep
         limit = int(form["num_test_images"]) if form.get("num_test_images") else None
         pred = predictor_for(job_dir, _epoch(form.get("snapshot_epoch")))
     except ValueError as exc:
-        raise HTTPException(400, f"num_test_images / snapshot_epoch: {exc}")
+        raise HTTPException(400, f"num_test_images / snapshot_epoch: {exc}") from None
     report = classify_list(pred, text, folder or None, limit)
     if wants_json(request):
         return JSONResponse(report.to_json())
-    return request.app.state.templates.TemplateResponse(request, "classify_many.html", {
-        "report": report, "labels": pred.labels, "job_id": form.get("job_id"), "user": request.cookies.get("username")})
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "classify_many.html",
+        {
+            "report": report,
+            "labels": pred.labels,
+            "job_id": form.get("job_id"),
+            "user": request.cookies.get("username"),
+        },
+    )

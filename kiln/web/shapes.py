@@ -1,4 +1,5 @@
 """DIGITS 6.1.1 JSON shapes for jobs (reference section 7.3), built from store rows."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -7,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import kiln
-from kiln.store import Job, STATUS_CSS, Store, elapsed, eta
+from kiln.store import STATUS_CSS, Job, Store, elapsed, eta
 
 TYPE_NAMES = {"dataset": "Image Classification Dataset", "model": "Image Classification Model"}
 
@@ -24,27 +25,37 @@ def dataset_dict(job: Job, jobs_dir: Path, verbose: bool = False) -> dict[str, A
     spec = job.params.get("spec", {})
     manifest = read_manifest(jobs_dir, job.id) or {}
     splits = manifest.get("splits", {})
-    out.update(directory=str(jobs_dir / job.id), username=job.username, error=job.error,
-               progress=job.progress, labels=manifest.get("labels", []))
-    out["ParseFolderTasks"] = [{
-        "name": "Parse Folder (train/val)",
-        "label_count": len(manifest.get("labels", [])),
-        "train_count": splits.get("train", {}).get("count", 0),
-        "val_count": splits.get("val", {}).get("count", 0),
-        "test_count": splits.get("test", {}).get("count", 0),
-    }]
-    out["CreateDbTasks"] = [{
-        "name": f"Create DB ({name})",
-        "entries": split.get("count", 0),
-        # DIGITS' quirk (image_width held the height) is fixed: these are what they say
-        "image_width": spec.get("resize_width"),
-        "image_height": spec.get("resize_height"),
-        "image_channels": spec.get("resize_channels"),
-        "backend": "kiln",
-        "encoding": spec.get("encoding"),
-        "compression": "none",
-        "errors": sum(split.get("errors_per_class", [])),
-    } for name, split in splits.items()]
+    out.update(
+        directory=str(jobs_dir / job.id),
+        username=job.username,
+        error=job.error,
+        progress=job.progress,
+        labels=manifest.get("labels", []),
+    )
+    out["ParseFolderTasks"] = [
+        {
+            "name": "Parse Folder (train/val)",
+            "label_count": len(manifest.get("labels", [])),
+            "train_count": splits.get("train", {}).get("count", 0),
+            "val_count": splits.get("val", {}).get("count", 0),
+            "test_count": splits.get("test", {}).get("count", 0),
+        }
+    ]
+    out["CreateDbTasks"] = [
+        {
+            "name": f"Create DB ({name})",
+            "entries": split.get("count", 0),
+            # DIGITS' quirk (image_width held the height) is fixed: these are what they say
+            "image_width": spec.get("resize_width"),
+            "image_height": spec.get("resize_height"),
+            "image_channels": spec.get("resize_channels"),
+            "backend": "kiln",
+            "encoding": spec.get("encoding"),
+            "compression": "none",
+            "errors": sum(split.get("errors_per_class", [])),
+        }
+        for name, split in splits.items()
+    ]
     return out
 
 
@@ -54,16 +65,26 @@ def model_dict(job: Job, store: Store, jobs_dir: Path, verbose: bool = False) ->
     snaps = store.snapshots(job.id)
     latest = snaps[-1] if snaps else None
     out: dict[str, Any] = {
-        "id": job.id, "name": job.name, "status": job.status, "dataset_id": job.dataset_id,
-        "job id": job.id, "creation time": str(dt.datetime.fromtimestamp(job.created)),
+        "id": job.id,
+        "name": job.name,
+        "status": job.status,
+        "dataset_id": job.dataset_id,
+        "job id": job.id,
+        "creation time": str(dt.datetime.fromtimestamp(job.created)),
         "username": job.username,
         "image dimensions": [spec.get("resize_height"), spec.get("resize_width"), spec.get("resize_channels")],
-        "mean file": "mean.npy", "mean subtraction": config.get("use_mean"),
+        "mean file": "mean.npy",
+        "mean subtraction": config.get("use_mean"),
         "snapshot file": Path(latest["path"]).name if latest else "no snapshots",
-        "framework": "pytorch", "network": config.get("network"), "model file": "snapshot JSON",
-        "digits version": "6.1.1 (compatible)", "kiln version": kiln.__version__,
-        "image resize mode": spec.get("resize_mode"), "labels file": "labels.txt",
-        "progress": job.progress, "error": job.error,
+        "framework": "pytorch",
+        "network": config.get("network"),
+        "model file": "snapshot JSON",
+        "digits version": "6.1.1 (compatible)",
+        "kiln version": kiln.__version__,
+        "image resize mode": spec.get("resize_mode"),
+        "labels file": "labels.txt",
+        "progress": job.progress,
+        "error": job.error,
     }
     if verbose:
         out["directory"] = str(jobs_dir / job.id)
@@ -75,10 +96,18 @@ def model_dict(job: Job, store: Store, jobs_dir: Path, verbose: bool = False) ->
 def row(job: Job, store: Store) -> dict[str, Any]:
     """A home-page table row, as /completed_jobs.json gives it."""
     r: dict[str, Any] = {
-        "id": job.id, "name": job.name, "group": job.group_name, "status": job.status,
-        "status_css": STATUS_CSS.get(job.status, "default"), "submitted": job.created,
-        "elapsed": round(elapsed(job), 1), "progress": int(round(job.progress * 100)),
-        "eta": eta(job), "type": job.type, "username": job.username, "message": job.message,
+        "id": job.id,
+        "name": job.name,
+        "group": job.group_name,
+        "status": job.status,
+        "status_css": STATUS_CSS.get(job.status, "default"),
+        "submitted": job.created,
+        "elapsed": round(elapsed(job), 1),
+        "progress": int(round(job.progress * 100)),
+        "eta": eta(job),
+        "type": job.type,
+        "username": job.username,
+        "message": job.message,
         "error": job.error,
     }
     if job.type == "dataset":

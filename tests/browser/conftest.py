@@ -2,21 +2,28 @@
 
 Without Chromium or Playwright the browser tests skip loudly; under CI=true they fail instead.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-TIMEOUT_MS = 60_000     # Playwright's default wait for every action and expect() here
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+TIMEOUT_MS = 60_000  # Playwright's default wait for every action and expect() here
 
 
 def _root_conftest() -> Any:
@@ -122,6 +129,7 @@ def make_folder(tmp_path: Path) -> Callable[..., Path]:
     def make(classes: dict[str, int], size: tuple[int, int] = (28, 28), mode: str = "L", seed: int = 0) -> Path:
         root = tmp_path / f"images{len(list(tmp_path.iterdir()))}"
         return write_class_folder(root, classes, size=size, mode=mode, seed=seed)
+
     return make
 
 
@@ -129,5 +137,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say it once more at the end, where nobody can miss it."""
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if "BROWSER TESTS NOT RUN" in str(r.longrepr)]
     if skipped:
-        terminalreporter.write_sep("!", f"{len(skipped)} browser tests skipped: {_missing() or 'Chromium did not start'}",
-                                   red=True, bold=True)
+        terminalreporter.write_sep(
+            "!", f"{len(skipped)} browser tests skipped: {_missing() or 'Chromium did not start'}", red=True, bold=True
+        )

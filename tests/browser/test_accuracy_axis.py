@@ -1,4 +1,5 @@
 """The model page's accuracy axis follows the data, so a run between 97 and 99.5 % is not a flat line."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -29,11 +30,13 @@ def model_with_metrics(store: Store, name: str, val_accuracy: list[float], train
 def charts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
     data = tmp_path_factory.mktemp("kiln-axis")
     store = Store(data / "kiln.db")
-    jobs = {"high": model_with_metrics(store, "high", [97.0, 98.6, 99.5], [97.4, 99.0, 99.2]),
-            "wide": model_with_metrics(store, "wide", [12.0, 60.0, 100.0], []),
-            "none": model_with_metrics(store, "none", [], [])}
+    jobs = {
+        "high": model_with_metrics(store, "high", [97.0, 98.6, 99.5], [97.4, 99.0, 99.2]),
+        "wide": model_with_metrics(store, "wide", [12.0, 60.0, 100.0], []),
+        "none": model_with_metrics(store, "none", [], []),
+    }
     store.close()
-    server = start_server(data)   # started after the jobs are Done: its scheduler has nothing to run
+    server = start_server(data)  # started after the jobs are Done: its scheduler has nothing to run
     yield server, jobs
     stop_server(server)
 
@@ -53,11 +56,11 @@ def accuracy_range(browser: Any, server: Server, job_id: str) -> list[float]:
 def test_a_high_accuracy_run_fills_the_axis(browser: Any, charts: tuple[Server, dict[str, str]]) -> None:
     server, jobs = charts
     lo, hi = accuracy_range(browser, server, jobs["high"])
-    assert 95.0 <= lo < 97.0 and 99.5 < hi <= 100.0          # padded around 97 .. 99.5, never past 100
+    assert 95.0 <= lo < 97.0 and 99.5 < hi <= 100.0  # padded around 97 .. 99.5, never past 100
 
 
 def test_the_axis_stays_within_0_and_100(browser: Any, charts: tuple[Server, dict[str, str]]) -> None:
     server, jobs = charts
     lo, hi = accuracy_range(browser, server, jobs["wide"])
     assert 0.0 <= lo < 12.0 and hi == 100.0
-    assert accuracy_range(browser, server, jobs["none"]) == [0, 100]   # no points yet: the whole scale
+    assert accuracy_range(browser, server, jobs["none"]) == [0, 100]  # no points yet: the whole scale

@@ -1,4 +1,5 @@
 """The home page on a first run: it opens the tab that has something and points at the next step."""
+
 from __future__ import annotations
 
 import re
@@ -16,10 +17,10 @@ from tests.browser.conftest import TIMEOUT_MS
 from tests.conftest import start_server, stop_server
 
 
-def done_job(store: Store, type_: str, name: str, params: dict[str, Any] | None = None,
-             dataset_id: str | None = None) -> str:
-    job_id = store.create_job(type_, name, params or {"config": {"network": "lenet"}}, "alice",
-                              dataset_id=dataset_id)
+def done_job(
+    store: Store, type_: str, name: str, params: dict[str, Any] | None = None, dataset_id: str | None = None
+) -> str:
+    job_id = store.create_job(type_, name, params or {"config": {"network": "lenet"}}, "alice", dataset_id=dataset_id)
     store.set_status(job_id, "Running")
     store.set_status(job_id, "Done")
     return job_id
@@ -55,7 +56,7 @@ def test_a_dataset_and_no_model_opens_datasets_and_points_at_a_new_model(home: t
     store, client = home
     older = done_job(store, "dataset", "older")
     mnist = done_job(store, "dataset", "mnist")
-    building = store.create_job("dataset", "still building", {}, "alice")   # newest, not finished
+    building = store.create_job("dataset", "still building", {}, "alice")  # newest, not finished
     html = client.get("/").text
     assert active_tab(html) == "datasets"
     assert "Next: train a model on <strong>mnist</strong>" in html

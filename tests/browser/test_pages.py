@@ -2,12 +2,14 @@
 
 Every wait is an auto-waiting `expect(...)` with a generous timeout; nothing asserts a duration.
 """
+
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -15,11 +17,12 @@ from .conftest import Server
 
 pytestmark = pytest.mark.browser
 
-CLASSES = {"circle": 20, "hot_dog": 20, "square": 20}   # "hot_dog" is shown as "hot dog"
+CLASSES = {"circle": 20, "hot_dog": 20, "square": 20}  # "hot_dog" is shown as "hot dog"
 
 
 def expect(*args: Any, **kw: Any) -> Any:
     from playwright.sync_api import expect as pw_expect
+
     return pw_expect(*args, **kw)
 
 
@@ -34,9 +37,17 @@ def assert_not_reloaded(page: Any) -> None:
 
 
 def api_dataset(server: Server, folder: Path, name: str, wait: bool = True) -> str:
-    res = server.client.post("/datasets/images/classification.json", data={
-        "dataset_name": name, "folder_train": str(folder), "resize_channels": "1",
-        "resize_width": "28", "resize_height": "28", "folder_pct_val": "25"})
+    res = server.client.post(
+        "/datasets/images/classification.json",
+        data={
+            "dataset_name": name,
+            "folder_train": str(folder),
+            "resize_channels": "1",
+            "resize_width": "28",
+            "resize_height": "28",
+            "folder_pct_val": "25",
+        },
+    )
     assert res.status_code == 200, res.text
     job_id = res.json()["id"]
     if wait:
@@ -88,7 +99,7 @@ def test_dataset_end_to_end(page: Any, live_server: Server, make_folder: Callabl
     total = page.locator("#explore-total")
     expect(total).to_contain_text("45 images")
     figures = page.locator("#gallery figure.thumb")
-    expect(figures).to_have_count(25)                       # the default page size
+    expect(figures).to_have_count(25)  # the default page size
     assert set(figures.evaluate_all("els => els.map(e => e.dataset.label)")) == {"circle", "hot dog", "square"}
     before = total.inner_text()
 
@@ -100,7 +111,7 @@ def test_dataset_end_to_end(page: Any, live_server: Server, make_folder: Callabl
     labels = figures.evaluate_all("els => els.map(e => e.dataset.label)")
     assert labels and all(label == "hot dog" for label in labels), labels
     expect(page.locator("#label-filter .label-link[data-label='hot dog']")).to_have_class(re.compile(r"\bactive\b"))
-    for img in page.locator("#gallery figure.thumb img").all()[:3]:   # the thumbnails really load
+    for img in page.locator("#gallery figure.thumb img").all()[:3]:  # the thumbnails really load
         img.scroll_into_view_if_needed()
         expect(img).to_have_js_property("complete", True)
         assert img.evaluate("e => e.naturalWidth") == 28
@@ -207,7 +218,7 @@ def test_home_page_rows_appear_live(page: Any, live_server: Server, make_folder:
     page.click(".tab[data-tab=datasets]")
     expect(page.locator("#tab-datasets")).to_have_class(re.compile(r"\bactive\b"))
     rows = page.locator("#datasets-table tbody tr[data-id]")
-    expect(page.locator("#datasets-table tbody tr").first).to_be_attached()   # the first load is done
+    expect(page.locator("#datasets-table tbody tr").first).to_be_attached()  # the first load is done
     start = rows.count()
 
     name = f"live-{int(time.time() * 1000) % 100000}"

@@ -1,4 +1,5 @@
 """Image loading conversions and the four DIGITS resize modes, pixel by pixel."""
+
 from __future__ import annotations
 
 import io
@@ -8,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kiln.datasets.images import (ImageLoadError, decode_image, encode_image, load_image,
-                                  resize_image, round_half_up)
+from kiln.datasets.images import ImageLoadError, decode_image, encode_image, load_image, resize_image, round_half_up
 from tests.datasets.conftest import save
 
 RNG = np.random.default_rng(1)
@@ -31,6 +31,7 @@ def on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- loading and channels
+
 
 def test_rgb_to_grey_uses_601_weights(tmp_path: Path) -> None:
     rgb = RNG.integers(0, 256, (7, 9, 3), dtype=np.uint8)
@@ -118,10 +119,13 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert load_image(tmp_path / "r.jpg", 3).shape == (8, 2, 3)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty file"),
-    (b"hello, not an image", "not a readable image"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty file"),
+        (b"hello, not an image", "not a readable image"),
+    ],
+)
 def test_unreadable_files(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "bad.png"
     path.write_bytes(content)
@@ -149,6 +153,7 @@ def test_decompression_bombs_are_refused(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 # ---------------------------------------------------------------- resize modes
+
 
 def test_squash_is_pillow_bilinear() -> None:
     image = RNG.integers(0, 256, (10, 7, 3), dtype=np.uint8)

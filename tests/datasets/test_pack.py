@@ -1,4 +1,5 @@
 """build_dataset end to end on tiny folders: files, manifest, errors, mean, inverted copies, chunks, abort."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,18 @@ from kiln.datasets.sources import DatasetInputError
 from kiln.reporting import NullReporter, Stopped
 from tests.datasets.conftest import folder_spec, make_classes
 
-MANIFEST_KEYS = {"version", "labels", "image", "splits", "errors", "error_count", "mean_pixel", "parse",
-                 "source", "seconds"}
+MANIFEST_KEYS = {
+    "version",
+    "labels",
+    "image",
+    "splits",
+    "errors",
+    "error_count",
+    "mean_pixel",
+    "parse",
+    "source",
+    "seconds",
+}
 
 
 def build(spec, job: Path, workers: int = 1, **kw) -> tuple[dict, PackedDataset, NullReporter]:
@@ -83,6 +94,7 @@ def test_mean_is_over_train_only(tmp_path: Path) -> None:
     assert ds.mean_image().dtype == np.float32 and ds.mean_image().shape == (5, 4, 1)
     np.testing.assert_allclose(ds.mean_pixel(), [train.mean()], rtol=1e-5)
     from PIL import Image
+
     png = np.asarray(Image.open(tmp_path / "job" / "mean.png"))
     np.testing.assert_array_equal(png, np.rint(train.mean(axis=0))[:, :, 0])
 

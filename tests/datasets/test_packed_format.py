@@ -1,4 +1,5 @@
 """kiln.datasets.packed_format: the one place that names the files, and the completeness rule."""
+
 from __future__ import annotations
 
 import ast
@@ -22,7 +23,9 @@ URL_OF_FORMAT_FILE = re.compile(rf"/{JOB_FILES}\b")  # in templates: /files/<job
 # Places outside the dataset engine that still spell a format file name; each should call
 # packed_format instead (is_complete / read_manifest / the name constants). Shrink, never grow.
 NOT_YET_SWITCHED = {
-    "jobs/model_job.py", "web/shapes.py", "preprocess.py",
+    "jobs/model_job.py",
+    "web/shapes.py",
+    "preprocess.py",
     "web/templates/dataset_show.html",
     "datasets/stdsets.py",  # its own image-folder lists (DIGITS' labels.txt), not a packed dataset
 }
@@ -41,8 +44,7 @@ def test_every_file_a_build_writes_is_named_by_the_format(tmp_path: Path, encodi
     root = make_classes(tmp_path / "d", {"a": 5, "b": 5})
     (root / "a" / "000.png").write_bytes(b"junk")  # so errors.log has a line
     job = tmp_path / "job"
-    manifest = build_dataset(folder_spec(root, encoding=encoding, add_inverted=True), job, NullReporter(),
-                             workers=1)
+    manifest = build_dataset(folder_spec(root, encoding=encoding, add_inverted=True), job, NullReporter(), workers=1)
     written = {p.name for p in job.iterdir()}
     assert written <= _files_named_by_the_format(fmt.PackedFiles(job), list(manifest["splits"]))
     assert fmt.read_manifest(job) == manifest
@@ -69,6 +71,7 @@ def test_the_manifest_marks_a_dataset_complete(tmp_path: Path) -> None:
 
 def test_a_build_removes_what_a_killed_build_left(tmp_path: Path) -> None:
     from kiln.atomic import AtomicFile
+
     root = make_classes(tmp_path / "d", {"a": 3, "b": 3})
     job = tmp_path / "job"
     job.mkdir()
@@ -103,12 +106,21 @@ def _spelled_names(path: Path) -> set[str]:
     if path.suffix == ".html":
         return {m.group(0) for m in URL_OF_FORMAT_FILE.finditer(path.read_text())}
     tree = ast.parse(path.read_text())
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr)}
-    return {node.value for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str)
-            and id(node) not in docstrings and FORMAT_NAME.fullmatch(node.value)}
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    return {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and FORMAT_NAME.fullmatch(node.value)
+    }
 
 
 def test_no_module_but_the_format_spells_its_file_names() -> None:

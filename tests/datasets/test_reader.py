@@ -1,4 +1,5 @@
 """PackedDataset: what the trainer, the explorer and the gallery read."""
+
 from __future__ import annotations
 
 import io
@@ -18,8 +19,12 @@ from tests.datasets.conftest import folder_spec, make_classes
 @pytest.fixture
 def packed(tmp_path: Path) -> PackedDataset:
     root = make_classes(tmp_path / "d", {"a": 6, "b": 4, "c": 5}, channels=1)
-    build_dataset(folder_spec(root, resize_channels=1, folder_pct_val=0, folder_pct_test=20,
-                              encoding="png"), tmp_path / "job", NullReporter(), workers=1)
+    build_dataset(
+        folder_spec(root, resize_channels=1, folder_pct_val=0, folder_pct_test=20, encoding="png"),
+        tmp_path / "job",
+        NullReporter(),
+        workers=1,
+    )
     return PackedDataset(tmp_path / "job")
 
 

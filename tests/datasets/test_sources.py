@@ -1,4 +1,5 @@
 """Folder and text-list parsing, and DIGITS' stratified three-way split."""
+
 from __future__ import annotations
 
 import os
@@ -7,25 +8,34 @@ from pathlib import Path
 
 import pytest
 
-from kiln.datasets.sources import (DatasetInputError, collect_images, parse_folder, parse_textfile,
-                                   read_labels_file, split_indices)
+from kiln.datasets.sources import (
+    DatasetInputError,
+    collect_images,
+    parse_folder,
+    parse_textfile,
+    read_labels_file,
+    split_indices,
+)
 from kiln.datasets.spec import DatasetSpec
 from tests.datasets.conftest import folder_spec, make_classes
 
 
-@pytest.mark.parametrize("n, val, test, expected", [
-    (100, 0, 0, (100, 0, 0)),
-    (100, 10, 20, (70, 10, 20)),
-    (10, 25, 0, (8, 2, 0)),
-    (7, 25, 0, (5, 2, 0)),
-    (6, 25, 0, (5, 1, 0)),      # round(4.5) = 5 as in Python 2, then val is trimmed to fit
-    (2, 25, 0, (1, 1, 0)),      # val gets one image taken from train
-    (3, 25, 25, (1, 1, 1)),     # test gets one too
-    (1, 25, 0, (1, 0, 0)),      # one image cannot be split
-    (5, 50, 50, (0, 3, 2)),
-    (4, 0, 100, (0, 0, 4)),
-    (4, 100, 0, (0, 4, 0)),
-])
+@pytest.mark.parametrize(
+    "n, val, test, expected",
+    [
+        (100, 0, 0, (100, 0, 0)),
+        (100, 10, 20, (70, 10, 20)),
+        (10, 25, 0, (8, 2, 0)),
+        (7, 25, 0, (5, 2, 0)),
+        (6, 25, 0, (5, 1, 0)),  # round(4.5) = 5 as in Python 2, then val is trimmed to fit
+        (2, 25, 0, (1, 1, 0)),  # val gets one image taken from train
+        (3, 25, 25, (1, 1, 1)),  # test gets one too
+        (1, 25, 0, (1, 0, 0)),  # one image cannot be split
+        (5, 50, 50, (0, 3, 2)),
+        (4, 0, 100, (0, 0, 4)),
+        (4, 100, 0, (0, 4, 0)),
+    ],
+)
 def test_split_indices_match_digits(n: int, val: int, test: int, expected: tuple[int, int, int]) -> None:
     assert split_indices(n, val, test) == expected
 
@@ -120,8 +130,11 @@ def test_parse_textfile(tmp_path: Path) -> None:
     listing = tmp_path / "train.txt"
     listing.write_text("a.png 0\n/abs/b b.png 1\n\nno label here\nc.png 7\n  d.png   1  \n")
     parsed = parse_textfile(listing, ["x", "y"], tmp_path / "imgs")
-    assert parsed.entries == [(str(tmp_path / "imgs" / "a.png"), 0), ("/abs/b b.png", 1),
-                              (str(tmp_path / "imgs" / "d.png"), 1)]
+    assert parsed.entries == [
+        (str(tmp_path / "imgs" / "a.png"), 0),
+        ("/abs/b b.png", 1),
+        (str(tmp_path / "imgs" / "d.png"), 1),
+    ]
     assert parsed.bad_lines[0].endswith("line 4: expected 'path label_index', got 'no label here'")
     assert "line 5: label 7 is not in the labels file" in parsed.bad_lines[1]
     assert parse_textfile(listing, ["x", "y"]).entries[0] == (str(tmp_path / "a.png"), 0)
@@ -140,9 +153,14 @@ def test_collect_from_textfiles(tmp_path: Path) -> None:
     (tmp_path / "labels.txt").write_text("zero\n\none\n")
     (tmp_path / "train.txt").write_text("i/000.png 0\ni/001.png 1\ni/002.png 1\n")
     (tmp_path / "val.txt").write_text("i/003.png 0\n")
-    spec = DatasetSpec(method="textfile", textfile_labels_file=str(tmp_path / "labels.txt"),
-                       textfile_train_images=str(tmp_path / "train.txt"), textfile_use_val=True,
-                       textfile_val_images=str(tmp_path / "val.txt"), textfile_shuffle=False)
+    spec = DatasetSpec(
+        method="textfile",
+        textfile_labels_file=str(tmp_path / "labels.txt"),
+        textfile_train_images=str(tmp_path / "train.txt"),
+        textfile_use_val=True,
+        textfile_val_images=str(tmp_path / "val.txt"),
+        textfile_shuffle=False,
+    )
     src = collect_images(spec)
     assert src.labels == ["zero", "one"] == read_labels_file(tmp_path / "labels.txt")
     assert [label for _, label in src.splits["train"]] == [0, 1, 1]

@@ -1,4 +1,5 @@
 """validate_spec: one message per mistake, keyed by the DIGITS form field."""
+
 from __future__ import annotations
 
 import os
@@ -16,16 +17,40 @@ def test_a_good_folder_spec_has_no_errors(tmp_path: Path) -> None:
 
 def test_values_and_choices(tmp_path: Path) -> None:
     root = make_classes(tmp_path / "d", {"a": 2, "b": 2})
-    spec = folder_spec(root, dataset_name=" ", resize_width=0, resize_height=5000, resize_channels=2,
-                       resize_mode="stretch", encoding="gif", folder_pct_val=60, folder_pct_test=50,
-                       folder_train_min_per_class=0, folder_train_max_per_class=None)
+    spec = folder_spec(
+        root,
+        dataset_name=" ",
+        resize_width=0,
+        resize_height=5000,
+        resize_channels=2,
+        resize_mode="stretch",
+        encoding="gif",
+        folder_pct_val=60,
+        folder_pct_test=50,
+        folder_train_min_per_class=0,
+        folder_train_max_per_class=None,
+    )
     errors = validate_spec(spec, None)
-    assert set(errors) == {"dataset_name", "resize_width", "resize_height", "resize_channels",
-                           "resize_mode", "encoding", "folder_pct_val", "folder_train_min_per_class"}
+    assert set(errors) == {
+        "dataset_name",
+        "resize_width",
+        "resize_height",
+        "resize_channels",
+        "resize_mode",
+        "encoding",
+        "folder_pct_val",
+        "folder_train_min_per_class",
+    }
     assert errors["resize_width"] == ["Width must be between 1 and 4096 (got 0)"]
     assert "110" in errors["folder_pct_val"][0]
-    spec = folder_spec(root, resize_width="abc", folder_pct_val=50, folder_pct_test=50,
-                       folder_train_min_per_class=5, folder_train_max_per_class=3)
+    spec = folder_spec(
+        root,
+        resize_width="abc",
+        folder_pct_val=50,
+        folder_pct_test=50,
+        folder_train_min_per_class=5,
+        folder_train_max_per_class=3,
+    )
     errors = validate_spec(spec, None)
     assert "whole number" in errors["resize_width"][0]
     assert "no images for training" in errors["folder_pct_val"][0]
@@ -63,13 +88,20 @@ def test_allowed_roots_resolve_links(tmp_path: Path) -> None:
 def test_textfile_method(tmp_path: Path) -> None:
     (tmp_path / "labels.txt").write_text("a\nb\n")
     (tmp_path / "train.txt").write_text("x.png 0\n")
-    spec = DatasetSpec(dataset_name="t", method="textfile", textfile_labels_file=str(tmp_path / "labels.txt"),
-                       textfile_train_images=str(tmp_path / "train.txt"), textfile_use_val=False)
+    spec = DatasetSpec(
+        dataset_name="t",
+        method="textfile",
+        textfile_labels_file=str(tmp_path / "labels.txt"),
+        textfile_train_images=str(tmp_path / "train.txt"),
+        textfile_use_val=False,
+    )
     assert validate_spec(spec, None) == {}
     spec.textfile_use_val = True
     spec.textfile_train_folder = str(tmp_path / "nowhere")
     errors = validate_spec(spec, None)
-    assert errors == {"textfile_val_images": ["Val image list is required"],
-                      "textfile_train_folder": [f"{tmp_path / 'nowhere'} does not exist"]}
+    assert errors == {
+        "textfile_val_images": ["Val image list is required"],
+        "textfile_train_folder": [f"{tmp_path / 'nowhere'} does not exist"],
+    }
     spec.method = "s3"
     assert "method" in validate_spec(spec, None)

@@ -1,4 +1,5 @@
 """MNIST and Fashion-MNIST written as DIGITS-style image folders (a small slice of each)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,12 +5,14 @@ report has top-1 hits, top-5-only hits and top-5 misses whatever the trained wei
 expected accuracies, confusion matrix and per-class precision/recall/F1 are then computed in this
 test with numpy from the predictor's top-5, independently of kiln.inference.many.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ import pytest
 from kiln.inference.predictor import Predictor
 from tests.conftest import Kiln, copy_data_dir, write_class_folder
 
-CLASSES = ["c0", "c1", "c2", "c3", "c4", "c5"]       # six: a truth ranked sixth is a top-5 miss
+CLASSES = ["c0", "c1", "c2", "c3", "c4", "c5"]  # six: a truth ranked sixth is a top-5 miss
 URL = "/models/images/classification/classify_many"
 
 
@@ -29,14 +31,31 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = write_class_folder(root / "imgs", {c: 10 for c in CLASSES}, size=(28, 28))
     kiln = Kiln(root / "data")
     try:
-        res = kiln.client.post("/datasets/images/classification.json", data={
-            "dataset_name": "six", "folder_train": str(folder), "resize_channels": "1",
-            "resize_width": "28", "resize_height": "28", "folder_pct_val": "20"})
+        res = kiln.client.post(
+            "/datasets/images/classification.json",
+            data={
+                "dataset_name": "six",
+                "folder_train": str(folder),
+                "resize_channels": "1",
+                "resize_width": "28",
+                "resize_height": "28",
+                "folder_pct_val": "20",
+            },
+        )
         dataset_id = res.json()["id"]
         assert kiln.run(dataset_id) == "Done"
-        res = kiln.client.post("/models/images/classification.json", data={
-            "dataset": dataset_id, "model_name": "six", "standard_networks": "lenet", "train_epochs": "1",
-            "learning_rate": "0.01", "random_seed": "1", "device": "cpu"})
+        res = kiln.client.post(
+            "/models/images/classification.json",
+            data={
+                "dataset": dataset_id,
+                "model_name": "six",
+                "standard_networks": "lenet",
+                "train_epochs": "1",
+                "learning_rate": "0.01",
+                "random_seed": "1",
+                "device": "cpu",
+            },
+        )
         model_id = res.json()["id"]
         assert kiln.run(model_id) == "Done"
     finally:
@@ -57,7 +76,7 @@ def case(template: dict[str, Any], kiln: Kiln) -> dict[str, Any]:
     folder: Path = template["folder"]
     predictor = Predictor.from_job_dir(kiln.settings.jobs_dir / template["model_id"])
     assert predictor.labels == CLASSES
-    relative = [f"{c}/{i:04d}.png" for c in CLASSES for i in (0, 1)]              # 12 images
+    relative = [f"{c}/{i:04d}.png" for c in CLASSES for i in (0, 1)]  # 12 images
     tops = predictor.classify([str(folder / p) for p in relative])
     ranks = [[CLASSES.index(label) for label, _ in top] for top in tops]
     # the truth is the class ranked 1st (top-1 hit), 3rd (top-5 hit only) or 6th (a top-5 miss)
@@ -66,19 +85,27 @@ def case(template: dict[str, Any], kiln: Kiln) -> dict[str, Any]:
 
     lines = ["# a comment, then a blank line", ""]
     lines += [f"{p} {t}" for p, t in zip(relative, truths)]
-    absolute = str(folder / "c3" / "0005.png")                                      # absolute: no prefix
+    absolute = str(folder / "c3" / "0005.png")  # absolute: no prefix
     lines += [f"{absolute} 3", "missing/0000.png 1", "c0/0002.png 99", "c1/0002.png"]  # error, no truths
-    limit = len(lines) - 2                                                            # lines counted, not comments
-    lines += ["c2/0003.png 5", "c4/0003.png 0"]                                       # past num_test_images
+    limit = len(lines) - 2  # lines counted, not comments
+    lines += ["c2/0003.png 5", "c4/0003.png 0"]  # past num_test_images
     scored_paths = [str(folder / p) for p in relative] + [absolute]
     top_abs = predictor.classify([absolute])[0]
     scored_tops = tops + [top_abs]
     scored_truths = truths + [3]
     unscored = {str(folder / "c0" / "0002.png"), str(folder / "c1" / "0002.png")}
-    return {"text": "\n".join(lines) + "\n", "limit": limit, "folder": folder, "model_id": template["model_id"],
-            "paths": scored_paths, "tops": scored_tops, "truths": scored_truths, "unscored": unscored,
-            "missing": str(folder / "missing" / "0000.png"),
-            "unscored_tops": dict(zip(sorted(unscored), predictor.classify(sorted(unscored))))}
+    return {
+        "text": "\n".join(lines) + "\n",
+        "limit": limit,
+        "folder": folder,
+        "model_id": template["model_id"],
+        "paths": scored_paths,
+        "tops": scored_tops,
+        "truths": scored_truths,
+        "unscored": unscored,
+        "missing": str(folder / "missing" / "0000.png"),
+        "unscored_tops": dict(zip(sorted(unscored), predictor.classify(sorted(unscored)))),
+    }
 
 
 def expected(case: dict[str, Any]) -> dict[str, Any]:
@@ -93,26 +120,43 @@ def expected(case: dict[str, Any]) -> dict[str, Any]:
     recall = np.divide(tp, support, out=np.zeros(n), where=support > 0)
     precision = np.divide(tp, predicted, out=np.zeros(n), where=predicted > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=precision + recall > 0)
-    per_class = [{"label": CLASSES[i], "support": int(support[i]), "accuracy": 100 * recall[i],
-                  "precision": 100 * precision[i], "f1": 100 * f1[i]} for i in range(n) if support[i]]
-    return {"top1": 100 * np.mean(top1 == truth), "top5": 100 * np.mean((top5 == truth[:, None]).any(1)),
-            "confusion": confusion, "per_class": per_class}
+    per_class = [
+        {
+            "label": CLASSES[i],
+            "support": int(support[i]),
+            "accuracy": 100 * recall[i],
+            "precision": 100 * precision[i],
+            "f1": 100 * f1[i],
+        }
+        for i in range(n)
+        if support[i]
+    ]
+    return {
+        "top1": 100 * np.mean(top1 == truth),
+        "top5": 100 * np.mean((top5 == truth[:, None]).any(1)),
+        "confusion": confusion,
+        "per_class": per_class,
+    }
 
 
 def post(kiln: Kiln, case: dict[str, Any], url: str, **fields: str):
-    data = {"job_id": case["model_id"], "image_folder": str(case["folder"]), "num_test_images": str(case["limit"]),
-            **fields}
+    data = {
+        "job_id": case["model_id"],
+        "image_folder": str(case["folder"]),
+        "num_test_images": str(case["limit"]),
+        **fields,
+    }
     return kiln.client.post(url, data=data, files={"image_list": ("list.txt", case["text"].encode())})
 
 
 def test_the_json_numbers_match_a_hand_computation(kiln: Kiln, case: dict[str, Any]) -> None:
     want = expected(case)
-    assert 0 < want["top1"] < want["top5"] < 100          # the list really has all three kinds of line
+    assert 0 < want["top1"] < want["top5"] < 100  # the list really has all three kinds of line
     res = post(kiln, case, URL + ".json")
     assert res.status_code == 200, res.text
     got = res.json()
     assert got["labels"] == CLASSES
-    assert set(got["classifications"]) == set(case["paths"]) | case["unscored"]      # image_folder, limit
+    assert set(got["classifications"]) == set(case["paths"]) | case["unscored"]  # image_folder, limit
     for path, top in zip(case["paths"], case["tops"]):
         assert got["classifications"][path] == [list(p) for p in top]
     for path, top in case["unscored_tops"].items():
@@ -139,10 +183,13 @@ def test_list_errors(kiln: Kiln, case: dict[str, Any]) -> None:
     assert res.status_code == 400 and "image_folder" in res.json()["error"]["message"]
     res = post(kiln, case, URL + ".json", num_test_images="many")
     assert res.status_code == 400 and "num_test_images" in res.json()["error"]["message"]
-    unlabelled = kiln.client.post(URL + ".json", data={"job_id": case["model_id"]},
-                                  files={"image_list": ("l.txt", str(case["paths"][0]).encode())}).json()
+    unlabelled = kiln.client.post(
+        URL + ".json",
+        data={"job_id": case["model_id"]},
+        files={"image_list": ("l.txt", str(case["paths"][0]).encode())},
+    ).json()
     assert list(unlabelled["classifications"]) == [case["paths"][0]]
-    assert "top1_accuracy" not in unlabelled and "confusion_matrix" not in unlabelled   # no labels, no scores
+    assert "top1_accuracy" not in unlabelled and "confusion_matrix" not in unlabelled  # no labels, no scores
 
 
 class Tables(HTMLParser):
@@ -205,12 +252,14 @@ def test_the_html_page_shows_the_same_numbers(kiln: Kiln, case: dict[str, Any]) 
             assert label not in shown
             continue
         assert [int(c) for c in shown[label][1:-1]] == want["confusion"][i].tolist()
-        assert pct(shown[label][-1]) == pytest.approx(100 * want["confusion"][i, i] / want["confusion"][i].sum(), abs=0.005)
+        assert pct(shown[label][-1]) == pytest.approx(
+            100 * want["confusion"][i, i] / want["confusion"][i].sum(), abs=0.005
+        )
     per_class = next(t for _, t in page.tables if t and t[0][:2] == ["class", "images"])
     assert [r[0] for r in per_class[1:]] == [c["label"] for c in want["per_class"]]
     for row, mine in zip(per_class[1:], want["per_class"]):
         assert int(row[1]) == mine["support"]
         assert [pct(v) for v in row[2:5]] == pytest.approx([mine["accuracy"], mine["precision"], mine["f1"]], abs=0.005)
     listed = next(t for _, t in page.tables if t and t[0][:2] == ["#", "path"])
-    assert len(listed) - 1 == len(case["paths"]) + len(case["unscored"]) + 1       # + the missing file
-    assert any(case["missing"] in r[1] and r[3] for r in listed[1:])               # its error is shown
+    assert len(listed) - 1 == len(case["paths"]) + len(case["unscored"]) + 1  # + the missing file
+    assert any(case["missing"] in r[1] and r[3] for r in listed[1:])  # its error is shown

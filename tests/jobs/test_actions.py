@@ -3,14 +3,15 @@
 Running jobs are played by a small stand-in worker that claims the job as a real one does, so a
 test controls how it answers SIGTERM: slowly (it writes one last file first), or not at all.
 """
+
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -63,15 +64,19 @@ def web(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-def running(settings: Settings, store: Store, mode: str = "slow", owner: str | None = "alice"
-            ) -> tuple[str, subprocess.Popen]:
+def running(
+    settings: Settings, store: Store, mode: str = "slow", owner: str | None = "alice"
+) -> tuple[str, subprocess.Popen]:
     """A Running job with a live worker (mode 'slow': stops 1 s after SIGTERM; 'stubborn': ignores it)."""
     job_id = store.create_job("dataset", "busy", {"spec": {}}, owner)
     job_dir = settings.jobs_dir / job_id
     job_dir.mkdir(parents=True)
     (job_dir / "worker.log").write_text("")
-    proc = subprocess.Popen([sys.executable, "-c", STAND_IN, str(settings.db_path), job_id, str(job_dir), mode],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STAND_IN, str(settings.db_path), job_id, str(job_dir), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "running"
     return job_id, proc
 
@@ -96,6 +101,7 @@ def kiln(settings: Settings, capsys: pytest.CaptureFixture[str]) -> Kiln:
         code = main([*args, "--data-dir", str(settings.data_dir)])
         out = capsys.readouterr()
         return subprocess.CompletedProcess(args, code, out.out, out.err)
+
     return run
 
 
@@ -104,8 +110,8 @@ def test_web_delete_of_a_running_job_waits_for_its_worker(settings: Settings, st
     job_id, proc = running(settings, store, "slow")
     res = web.delete(f"/jobs/{job_id}")
     assert res.status_code == 200 and res.text == "Job deleted."
-    assert gone(proc) and proc.returncode == 0                 # it stopped by itself, after its last write
-    assert not (settings.jobs_dir / job_id).exists()           # ... which did not outlive the delete
+    assert gone(proc) and proc.returncode == 0  # it stopped by itself, after its last write
+    assert not (settings.jobs_dir / job_id).exists()  # ... which did not outlive the delete
     assert store.get_job(job_id) is None
 
 
@@ -114,7 +120,7 @@ def test_cli_delete_of_a_running_job_kills_a_stubborn_worker(settings: Settings,
     out = kiln("jobs", "delete", job_id)
     assert out.returncode == 0 and out.stdout.strip() == "Job deleted.", out.stderr
     assert "waiting for its worker" in out.stderr
-    assert gone(proc) and proc.returncode == -signal.SIGKILL   # SIGTERM was ignored: SIGKILL after it
+    assert gone(proc) and proc.returncode == -signal.SIGKILL  # SIGTERM was ignored: SIGKILL after it
     assert not (settings.jobs_dir / job_id).exists() and store.get_job(job_id) is None
 
 
@@ -130,8 +136,8 @@ def test_abort_waits_when_asked_and_records_aborted(settings: Settings, store: S
     job_id, proc = running(settings, store, "stubborn")
     started = time.monotonic()
     job = actions.abort(store, job_id, "alice", wait=True)
-    assert gone(proc) and time.monotonic() - started >= 2      # SIGTERM, then SIGKILL after KILL_AFTER_S
-    assert job.status == "Aborted" and (settings.jobs_dir / job_id).exists()   # abort keeps the folder
+    assert gone(proc) and time.monotonic() - started >= 2  # SIGTERM, then SIGKILL after KILL_AFTER_S
+    assert job.status == "Aborted" and (settings.jobs_dir / job_id).exists()  # abort keeps the folder
 
 
 # -- refusals ----------------------------------------------------------------------------------------
@@ -152,15 +158,18 @@ def test_owner_checks(settings: Settings, store: Store, web: TestClient) -> None
     mine = store.create_job("dataset", "mine", {"spec": {}}, "alice")
     anyones = store.create_job("dataset", "demo", {"spec": {}}, None)
     store.set_status(mine, "Aborted")
-    for act in (lambda: actions.abort(store, mine, "mallory"), lambda: actions.resume(store, mine, "mallory"),
-                lambda: actions.delete(store, settings.jobs_dir, mine, "mallory"),
-                lambda: actions.edit(store, mine, "mallory", name="x"),
-                lambda: actions.group(store, [anyones, mine], "g", "mallory")):
+    for act in (
+        lambda: actions.abort(store, mine, "mallory"),
+        lambda: actions.resume(store, mine, "mallory"),
+        lambda: actions.delete(store, settings.jobs_dir, mine, "mallory"),
+        lambda: actions.edit(store, mine, "mallory", name="x"),
+        lambda: actions.group(store, [anyones, mine], "g", "mallory"),
+    ):
         with pytest.raises(ActionError) as refused:
             act()
-        assert refused.value.status == 403 and "Only alice may change this job." == refused.value.message
-    assert store.get_job(anyones).group_name == ""             # group is all or none
-    assert actions.edit(store, anyones, "mallory", notes="n").notes == "n"   # no owner: anyone's
+        assert refused.value.status == 403 and refused.value.message == "Only alice may change this job."
+    assert store.get_job(anyones).group_name == ""  # group is all or none
+    assert actions.edit(store, anyones, "mallory", notes="n").notes == "n"  # no owner: anyone's
     assert actions.edit(store, mine, None, name="renamed").name == "renamed"  # None: the terminal
     assert web.delete(f"/jobs/{mine}", params={"username": "mallory"}).status_code == 403
     assert web.post(f"/jobs/{mine}/resume", params={"username": "mallory"}).status_code == 403
@@ -176,8 +185,9 @@ def test_missing_job_is_404_and_a_cli_error(settings: Settings, store: Store, we
     assert out.returncode == 1 and out.stderr.strip() == "error: Job nope not found."
 
 
-def test_a_dataset_that_models_use_is_not_deleted(settings: Settings, store: Store, web: TestClient,
-                                                  kiln: Kiln) -> None:
+def test_a_dataset_that_models_use_is_not_deleted(
+    settings: Settings, store: Store, web: TestClient, kiln: Kiln
+) -> None:
     ds = store.create_job("dataset", "digits", {"spec": {}}, "alice")
     store.set_status(ds, "Done")
     store.create_job("model", "lenet", {"config": {}}, "alice", dataset_id=ds)
@@ -210,7 +220,7 @@ def test_resume_message_names_a_command_that_exists(settings: Settings, store: S
     assert out.returncode == 0 and store.get_job(job_id).status == "Initialized"
     named = [part.split() for part in out.stdout.split("`")[1::2]]
     assert named == [["kiln", "serve"]]
-    build_parser().parse_args(named[0][1:])                    # a command the CLI knows
+    build_parser().parse_args(named[0][1:])  # a command the CLI knows
     again = kiln("jobs", "resume", job_id)
     assert again.returncode == 1 and "Job not resumed: it is Initialized." in again.stderr
 
@@ -227,16 +237,17 @@ def test_resume_rewinds_the_charts_to_the_snapshot_it_continues_from(settings: S
     (job_dir / "resume.json").write_text('{"epoch": 2}')
     rewind_charts(store, store.get_job(job_id), job_dir)
     assert [m["epoch"] for m in store.metrics(job_id)] == [1.0, 2.0]
-    (job_dir / "resume.pt").unlink()                           # aborted before its first snapshot
+    (job_dir / "resume.pt").unlink()  # aborted before its first snapshot
     rewind_charts(store, store.get_job(job_id), job_dir)
-    assert store.metrics(job_id) == []                         # it starts over: so do its charts
+    assert store.metrics(job_id) == []  # it starts over: so do its charts
 
 
 # -- edit, group, clone ------------------------------------------------------------------------------
 def test_edit_group_and_clone(store: Store) -> None:
     ds = store.create_job("dataset", "pets", {"spec": {"dataset_name": "pets", "resize_width": 8}}, "alice")
-    model = store.create_job("model", "lenet", {"config": {}, "form": {"model_name": "lenet", "lr": "0.1"}},
-                             "alice", dataset_id=ds)
+    model = store.create_job(
+        "model", "lenet", {"config": {}, "form": {"model_name": "lenet", "lr": "0.1"}}, "alice", dataset_id=ds
+    )
     with pytest.raises(ActionError) as blank:
         actions.edit(store, ds, "alice", name="  ")
     assert blank.value.status == 400

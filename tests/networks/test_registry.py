@@ -1,8 +1,9 @@
 """The registry takes any plain builder and names the known networks when asked for an unknown one."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import FrozenInstanceError
-from typing import Iterator
 
 import pytest
 import torch
@@ -10,8 +11,15 @@ from torch import nn
 
 import kiln.networks  # noqa: F401  (registers the standard networks)
 from kiln.networks import registry
-from kiln.networks.registry import (NetworkInfo, count_parameters, create_network, get_network_info,
-                                    list_networks, register_builder, register_network)
+from kiln.networks.registry import (
+    NetworkInfo,
+    count_parameters,
+    create_network,
+    get_network_info,
+    list_networks,
+    register_builder,
+    register_network,
+)
 
 
 @pytest.fixture
@@ -34,8 +42,16 @@ def test_unknown_network_names_the_known_ones() -> None:
 def test_decorator_registers_a_builder_with_its_info(clean_registry: None) -> None:
     calls = []
 
-    @register_network("tiny", label="Tiny", intended_size=(8, 8, 1), default_batch=4, default_val_batch=2,
-                      default_crop=None, default_lr=0.1, default_solver="ADAM")
+    @register_network(
+        "tiny",
+        label="Tiny",
+        intended_size=(8, 8, 1),
+        default_batch=4,
+        default_val_batch=2,
+        default_crop=None,
+        default_lr=0.1,
+        default_solver="ADAM",
+    )
     def tiny(num_classes: int, in_channels: int, height: int, width: int) -> nn.Module:
         calls.append((num_classes, in_channels, height, width))
         return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * height * width, num_classes))

@@ -1,4 +1,5 @@
 """Tiny packed datasets for the training and inference tests, built once per session."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,14 +13,30 @@ from kiln.reporting import NullReporter
 from tests.conftest import write_class_folder
 
 
-def make_dataset(root: Path, classes: int = 3, per_class: int = 16, size: int = 28, channels: int = 1,
-                 pct_val: int = 25, encoding: str = "none", seed: int = 0) -> PackedDataset:
+def make_dataset(
+    root: Path,
+    classes: int = 3,
+    per_class: int = 16,
+    size: int = 28,
+    channels: int = 1,
+    pct_val: int = 25,
+    encoding: str = "none",
+    seed: int = 0,
+) -> PackedDataset:
     """`classes` classes of `per_class` size x size images, each class a bright band at its own height."""
     names = {f"c{i}": per_class for i in range(classes)}
-    folder = write_class_folder(root / "images", names, size=(size, size),
-                                mode="L" if channels == 1 else "RGB", seed=seed)
-    spec = DatasetSpec(folder_train=str(folder), resize_channels=channels, resize_width=size,
-                       resize_height=size, folder_pct_val=pct_val, encoding=encoding, seed=seed)
+    folder = write_class_folder(
+        root / "images", names, size=(size, size), mode="L" if channels == 1 else "RGB", seed=seed
+    )
+    spec = DatasetSpec(
+        folder_train=str(folder),
+        resize_channels=channels,
+        resize_width=size,
+        resize_height=size,
+        folder_pct_val=pct_val,
+        encoding=encoding,
+        seed=seed,
+    )
     build_dataset(spec, root / "dataset", NullReporter(), workers=1)
     return PackedDataset(root / "dataset")
 

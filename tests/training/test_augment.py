@@ -1,4 +1,5 @@
 """Batch augmentations do what DIGITS' options say, per image, reproducibly."""
+
 from __future__ import annotations
 
 import colorsys
@@ -9,7 +10,6 @@ import torch
 
 from kiln.training.augment import Augmenter, _hsv_to_rgb, _rgb_to_hsv
 from kiln.training.config import TrainConfig
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -172,16 +172,31 @@ def test_hue_shift_keeps_value_and_greys() -> None:
 
 
 def test_seeded_generator_is_deterministic() -> None:
-    fields = dict(aug_flip="fliplrud", aug_quad_rot="rotall", aug_rot=20, aug_scale=0.1, aug_noise=0.05,
-                  aug_contrast=0.4, aug_hsv_use=True, aug_invert=0.3)
+    fields = dict(
+        aug_flip="fliplrud",
+        aug_quad_rot="rotall",
+        aug_rot=20,
+        aug_scale=0.1,
+        aug_noise=0.05,
+        aug_contrast=0.4,
+        aug_hsv_use=True,
+        aug_invert=0.3,
+    )
     x = torch.rand(8, 3, 16, 16) * 255
     assert torch.equal(augment(x, seed=7, **fields), augment(x, seed=7, **fields))
     assert not torch.equal(augment(x, seed=7, **fields), augment(x, seed=8, **fields))
 
 
-@pytest.mark.parametrize("fields, name", [({"aug_flip": "sideways"}, "aug_flip"), ({"aug_quad_rot": "rot45"}, "aug_quad_rot"),
-                                          ({"aug_rot": 200}, "aug_rot"), ({"aug_noise": -0.1}, "aug_noise"),
-                                          ({"aug_invert": 1.5}, "aug_invert")])
+@pytest.mark.parametrize(
+    "fields, name",
+    [
+        ({"aug_flip": "sideways"}, "aug_flip"),
+        ({"aug_quad_rot": "rot45"}, "aug_quad_rot"),
+        ({"aug_rot": 200}, "aug_rot"),
+        ({"aug_noise": -0.1}, "aug_noise"),
+        ({"aug_invert": 1.5}, "aug_invert"),
+    ],
+)
 def test_bad_settings_name_the_field(fields: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         Augmenter(TrainConfig(**fields), 3)

@@ -1,4 +1,5 @@
 """The train loop on tiny generated datasets: it learns, reports, snapshots, resumes and stops."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,15 @@ from kiln.training.loop import Plan, TrainingDiverged, epoch_order, train
 
 def config(**kw) -> TrainConfig:
     # CPU always: the exact-equality tests below would differ on a GPU (cuDNN, TF32, autocast)
-    base = dict(network="lenet", train_epochs=2, batch_size=8, learning_rate=0.01, random_seed=7,
-                lr_policy="fixed", device="cpu")
+    base = dict(
+        network="lenet",
+        train_epochs=2,
+        batch_size=8,
+        learning_rate=0.01,
+        random_seed=7,
+        lr_policy="fixed",
+        device="cpu",
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -52,7 +60,7 @@ def test_learns_a_separable_dataset(run):
     _, _, reporter, summary = run
     train_losses = [v["loss"] for _, v, phase in reporter.rows if phase == "train"]
     assert train_losses[-1] < train_losses[0] / 4
-    assert summary["final"]["val_accuracy"] > 80          # chance is 33 %
+    assert summary["final"]["val_accuracy"] > 80  # chance is 33 %
     assert summary["best_val_accuracy"] >= summary["final"]["val_accuracy"]
     assert summary["epochs"] == 3.0 and summary["iterations"] == 3 * math.ceil(36 / 8)
 
@@ -61,13 +69,13 @@ def test_reports_metrics_progress_and_snapshots(run):
     _, out, reporter, _ = run
     train_rows = [(e, v) for e, v, phase in reporter.rows if phase == "train"]
     val_rows = [(e, v) for e, v, phase in reporter.rows if phase == "val"]
-    assert len(train_rows) >= 3 * 2                       # a few points per epoch
+    assert len(train_rows) >= 3 * 2  # a few points per epoch
     assert all(set(v) == {"loss", "lr"} for _, v in train_rows)
     assert [e for e, _ in val_rows] == [1.0, 2.0, 3.0]
-    assert all(set(v) == {"loss", "accuracy"} for _, v in val_rows)   # 3 classes: no top-5
+    assert all(set(v) == {"loss", "accuracy"} for _, v in val_rows)  # 3 classes: no top-5
     assert reporter.fractions == sorted(reporter.fractions) and reporter.fractions[-1] == 1.0
     assert [e for e, _, _ in reporter.snapshots] == [1.0, 2.0, 3.0]
-    for epoch, path, values in reporter.snapshots:
+    for _epoch, path, values in reporter.snapshots:
         assert Path(path).exists() and "val_accuracy" in values
     assert any("Snapshot saved at epoch 3" in line for line in reporter.lines)
 
@@ -80,7 +88,7 @@ def test_snapshot_files_rebuild_the_network(run):
     assert (meta["in_channels"], meta["height"], meta["width"]) == (1, 28, 28)
     assert meta["preprocess"]["use_mean"] == "image" and len(meta["preprocess"]["mean"]) == 28
     assert meta["epoch"] == 3.0 and meta["kiln_version"] and "val_loss" in meta["metrics"]
-    model, meta2 = checkpoint.load_snapshot(out)          # latest
+    model, meta2 = checkpoint.load_snapshot(out)  # latest
     weights = load_file(out / "snapshot_3.safetensors")
     for name, value in model.state_dict().items():
         assert np.array_equal(value.numpy(), weights[name].numpy())
@@ -93,32 +101,32 @@ def test_iterations_follow_digits():
     # reference 2.2: 45,002 MNIST images, batch 64, 22 epochs -> snapshot_iter_15488
     plan = Plan.make(TrainConfig(train_epochs=22, batch_size=64), 45002, network())
     assert (plan.iters_per_epoch, plan.max_iter) == (704, 15488)
-    plan = Plan.make(TrainConfig(train_epochs=30), 60000, network(64, 32))   # default batch = network's
+    plan = Plan.make(TrainConfig(train_epochs=30), 60000, network(64, 32))  # default batch = network's
     assert plan.max_iter == 938 * 30 and plan.display_every == 79
-    assert plan.val_batch == 64                                              # at least the train batch
+    assert plan.val_batch == 64  # at least the train batch
     plan = Plan.make(TrainConfig(train_epochs=1, batch_size=8, batch_accumulation=3), 100, network())
     assert plan.iters_per_epoch == math.ceil(100 / 24) == 5
     order = np.arange(100)
     assert [len(mb) for mb in plan.micro_batches(order, 0)] == [8, 8, 8]
-    assert [len(mb) for mb in plan.micro_batches(order, 4)] == [4]       # the epoch's remainder
+    assert [len(mb) for mb in plan.micro_batches(order, 4)] == [4]  # the epoch's remainder
     assert sum(len(mb) for s in range(5) for mb in plan.micro_batches(order, s)) == 100
 
 
 def test_rest_of_epoch_starts_where_a_resumed_run_left_off():
-    plan = Plan.make(TrainConfig(train_epochs=1.5, batch_size=10), 40, network())   # 4 per epoch, 6 in all
+    plan = Plan.make(TrainConfig(train_epochs=1.5, batch_size=10), 40, network())  # 4 per epoch, 6 in all
     order = np.arange(40)
     assert [s[0][0] for s in plan.rest_of_epoch(order, 0)] == [0, 10, 20, 30]
-    assert [s[0][0] for s in plan.rest_of_epoch(order, 3)] == [30]             # resumed mid-epoch
-    assert [s[0][0] for s in plan.rest_of_epoch(order, 4)] == [0, 10]          # the last, half epoch
+    assert [s[0][0] for s in plan.rest_of_epoch(order, 3)] == [30]  # resumed mid-epoch
+    assert [s[0][0] for s in plan.rest_of_epoch(order, 4)] == [0, 10]  # the last, half epoch
 
 
 def test_intervals_in_fractional_epochs():
-    plan = Plan.make(TrainConfig(train_epochs=2, batch_size=10), 40, network())   # 4 iterations per epoch
+    plan = Plan.make(TrainConfig(train_epochs=2, batch_size=10), 40, network())  # 4 iterations per epoch
     assert [it for it in range(1, 9) if plan.due(it, 0.5)] == [2, 4, 6, 8]
     assert [it for it in range(1, 9) if plan.due(it, 1)] == [4, 8]
-    assert [it for it in range(1, 9) if plan.due(it, 0.1)] == list(range(1, 9))   # (0,1] iterations -> each
+    assert [it for it in range(1, 9) if plan.due(it, 0.1)] == list(range(1, 9))  # (0,1] iterations -> each
     assert not any(plan.due(it, 0) for it in range(1, 9))
-    plan = Plan.make(TrainConfig(train_epochs=1, batch_size=10), 30, network())   # 3 per epoch, interval 0.5
+    plan = Plan.make(TrainConfig(train_epochs=1, batch_size=10), 30, network())  # 3 per epoch, interval 0.5
     assert [it for it in range(1, 4) if plan.due(it, 0.5)] == [2, 3]
     # validations and snapshots at their intervals and always at the end; no validation without val
     cfg = TrainConfig(train_epochs=1.5, batch_size=10, val_interval=1, snapshot_interval=0)
@@ -142,17 +150,19 @@ def test_epoch_order_is_shuffled_reproducible_and_split_by_rank():
 def test_fractional_snapshot_interval(tiny, tmp_path):
     reporter = NullReporter()
     # 36 images / batch 9 = 4 iterations per epoch
-    summary = train(config(train_epochs=1.5, batch_size=9, snapshot_interval=0.5, val_interval=0),
-                    tiny, tmp_path, reporter)
+    summary = train(
+        config(train_epochs=1.5, batch_size=9, snapshot_interval=0.5, val_interval=0), tiny, tmp_path, reporter
+    )
     assert checkpoint.list_snapshots(tmp_path) == [0.5, 1.0, 1.5]
     assert (tmp_path / "snapshot_0.5.safetensors").exists() and (tmp_path / "snapshot_1.json").exists()
     assert summary["snapshots"] == [0.5, 1.0, 1.5] and summary["iterations"] == 6
-    assert not [r for r in reporter.rows if r[2] == "val"]      # val_interval 0: no validation
+    assert not [r for r in reporter.rows if r[2] == "val"]  # val_interval 0: no validation
 
 
 def test_batch_accumulation_matches_one_big_batch(tiny, tmp_path):
-    a = train(config(train_epochs=1, batch_size=4, batch_accumulation=3, val_interval=0), tiny,
-              tmp_path / "a", NullReporter())
+    a = train(
+        config(train_epochs=1, batch_size=4, batch_accumulation=3, val_interval=0), tiny, tmp_path / "a", NullReporter()
+    )
     b = train(config(train_epochs=1, batch_size=12, val_interval=0), tiny, tmp_path / "b", NullReporter())
     assert a["iterations"] == b["iterations"] == 3
     wa, wb = load_file(tmp_path / "a" / "snapshot_1.safetensors"), load_file(tmp_path / "b" / "snapshot_1.safetensors")
@@ -162,8 +172,15 @@ def test_batch_accumulation_matches_one_big_batch(tiny, tmp_path):
 
 def test_resume_continues_exactly(tiny, tmp_path):
     # random crops and flips draw from the saved RNG; the step policy from the saved scheduler
-    cfg = config(train_epochs=4, crop_size=24, aug_flip="fliplr", lr_policy="step", lr_step_size=40,
-                 solver_type="ADAM", learning_rate=0.001)
+    cfg = config(
+        train_epochs=4,
+        crop_size=24,
+        aug_flip="fliplr",
+        lr_policy="step",
+        lr_step_size=40,
+        solver_type="ADAM",
+        learning_rate=0.001,
+    )
     straight = train(cfg, tiny, tmp_path / "straight", NullReporter())
     with pytest.raises(Stopped):
         train(cfg, tiny, tmp_path / "resumed", StopAfterSnapshots(2))
@@ -196,7 +213,7 @@ def test_early_stopping_waits_while_val_loss_improves(tiny, tmp_path):
     reporter = NullReporter()
     summary = train(config(**SLOW, early_stopping="val_loss", early_stopping_patience=1), tiny, tmp_path, reporter)
     losses = [v["loss"] for _, v in val_rows(reporter)]
-    assert all(b < a for a, b in zip(losses, losses[1:])), losses       # the premise
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses  # the premise
     assert len(losses) == 8 and summary["epochs"] == 4.0 and not summary["stopped_early"]
     assert summary["best_epoch"] == 4.0 and summary["best_val_loss"] == losses[-1]
     assert not any("Early stopping" in line for line in reporter.lines)
@@ -205,8 +222,12 @@ def test_early_stopping_waits_while_val_loss_improves(tiny, tmp_path):
 def test_early_stopping_on_val_loss_stops_after_patience(tiny, tmp_path):
     # learning rate 0: the val loss never improves after the first validation
     reporter = NullReporter()
-    summary = train(config(train_epochs=30, learning_rate=0.0, early_stopping="val_loss",
-                           early_stopping_patience=2), tiny, tmp_path, reporter)
+    summary = train(
+        config(train_epochs=30, learning_rate=0.0, early_stopping="val_loss", early_stopping_patience=2),
+        tiny,
+        tmp_path,
+        reporter,
+    )
     assert summary["stopped_early"] and summary["epochs"] == 3.0
     assert checkpoint.list_snapshots(tmp_path) == [1.0, 2.0, 3.0]
     assert any("Early stopping" in line for line in reporter.lines)
@@ -217,16 +238,17 @@ def test_early_stopping_on_val_accuracy(tiny, tmp_path):
     # improve: the run must stop exactly `patience` validations after reaching it
     patience = 2
     reporter = NullReporter()
-    summary = train(config(**SLOW, early_stopping="val_accuracy", early_stopping_patience=patience),
-                    tiny, tmp_path, reporter)
+    summary = train(
+        config(**SLOW, early_stopping="val_accuracy", early_stopping_patience=patience), tiny, tmp_path, reporter
+    )
     rows = val_rows(reporter)
     accuracies = [v["accuracy"] for _, v in rows]
     best = accuracies.index(100.0)
-    assert best >= 1 and accuracies[0] < 100.0                           # the premise
+    assert best >= 1 and accuracies[0] < 100.0  # the premise
     assert accuracies[best:] == [100.0] * (patience + 1)
     assert summary["stopped_early"] and summary["epochs"] == rows[-1][0] < 4
     assert summary["best_epoch"] == rows[best][0] and summary["best_val_accuracy"] == 100.0
-    assert checkpoint.list_snapshots(tmp_path) == [summary["epochs"]]   # the early stop's snapshot
+    assert checkpoint.list_snapshots(tmp_path) == [summary["epochs"]]  # the early stop's snapshot
     assert any("Early stopping: val_accuracy" in line for line in reporter.lines)
     assert any(line.endswith("(early stop)") for line in reporter.lines)
 
@@ -255,7 +277,7 @@ def test_abort_raises_stopped_and_writes_nothing(tiny, tmp_path):
 def test_top5_reported_with_ten_classes_and_pixel_mean(tiny10, tmp_path):
     reporter = NullReporter()
     train(config(train_epochs=1, use_mean="pixel"), tiny10, tmp_path, reporter)
-    (_, values, _), = [r for r in reporter.rows if r[2] == "val"]
+    ((_, values, _),) = [r for r in reporter.rows if r[2] == "val"]
     assert set(values) == {"loss", "accuracy", "accuracy_top5"}
     assert values["accuracy_top5"] >= values["accuracy"]
     meta = checkpoint.read_meta(tmp_path)
@@ -271,19 +293,28 @@ def test_same_seed_same_weights(tiny, tmp_path):
 
 def test_data_read_from_disk_trains_like_data_in_memory(tiny, tmp_path):
     for name, in_memory in (("ram", True), ("disk", False)):
-        train(config(train_epochs=1, val_interval=0, extra={"data_in_memory": in_memory}), tiny,
-              tmp_path / name, NullReporter())
+        train(
+            config(train_epochs=1, val_interval=0, extra={"data_in_memory": in_memory}),
+            tiny,
+            tmp_path / name,
+            NullReporter(),
+        )
     wa, wb = (load_file(tmp_path / n / "snapshot_1.safetensors") for n in ("ram", "disk"))
     assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
 
 
 def test_png_storage_trains_like_raw_storage(tiny, tmp_path):
     from tests.training.conftest import make_dataset
-    png = make_dataset(tmp_path / "png", encoding="png")      # same images, same split, stored as PNG
+
+    png = make_dataset(tmp_path / "png", encoding="png")  # same images, same split, stored as PNG
     assert png.manifest["splits"]["train"]["storage"] == "png"
     runs = {"raw": (tiny, True), "png-ram": (png, True), "png-disk": (png, False)}
     for name, (dataset, in_memory) in runs.items():
-        train(config(train_epochs=1, val_interval=0, extra={"data_in_memory": in_memory}), dataset,
-              tmp_path / name, NullReporter())
+        train(
+            config(train_epochs=1, val_interval=0, extra={"data_in_memory": in_memory}),
+            dataset,
+            tmp_path / name,
+            NullReporter(),
+        )
     weights = [load_file(tmp_path / n / "snapshot_1.safetensors") for n in runs]
     assert all(np.array_equal(weights[0][k].numpy(), w[k].numpy()) for w in weights[1:] for k in weights[0])

@@ -1,4 +1,5 @@
 """LR policies against DIGITS' formulas: Caffe's per-iteration form and the visualize-lr percent form."""
+
 from __future__ import annotations
 
 import io
@@ -47,13 +48,15 @@ def test_exp_spreads_gamma_over_one_percent_of_training() -> None:
     config = TrainConfig(lr_policy="exp", lr_exp_gamma=0.95)
     # max_iter 200: scale 2, so gamma per iteration is 0.95 ** 0.5
     got = rates(config, [0, 1, 100, 200], 200)
-    assert got == pytest.approx([0.01, 0.01 * 0.9746794344808963, 0.01 * 0.07694497527671311, 0.01 * 0.005920529220333997])
+    assert got == pytest.approx(
+        [0.01, 0.01 * 0.9746794344808963, 0.01 * 0.07694497527671311, 0.01 * 0.005920529220333997]
+    )
 
 
 def test_inv() -> None:
     config = TrainConfig(lr_policy="inv", lr_inv_gamma=0.1, lr_inv_power=0.5)
     # scale 10: gamma 0.01 per iteration; (1 + 0.01 * 500) ** -0.5 = 6 ** -0.5
-    assert rates(config, [0, 500, 1000], 1000) == pytest.approx([0.01, 0.004082482904638631, 0.01 / 11 ** 0.5])
+    assert rates(config, [0, 500, 1000], 1000) == pytest.approx([0.01, 0.004082482904638631, 0.01 / 11**0.5])
 
 
 def test_poly() -> None:
@@ -71,7 +74,7 @@ def test_sigmoid() -> None:
 
 def test_cosine() -> None:
     got = rates(TrainConfig(lr_policy="cosine"), [0, 250, 500, 1000], 1000)
-    assert got == pytest.approx([0.01, 0.01 * (1 + 0.5 ** 0.5) / 2, 0.005, 0.0])
+    assert got == pytest.approx([0.01, 0.01 * (1 + 0.5**0.5) / 2, 0.005, 0.0])
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -83,13 +86,15 @@ def test_iterations_follow_the_preview_when_scale_is_whole(policy: str) -> None:
 
 
 def test_preview_has_digits_shape_one_column_per_rate() -> None:
-    columns = preview({"lr_policy": "step", "learning_rate": "0.01, 0.001", "lr_step_size": "33",
-                       "lr_step_gamma": "0.1"})
+    columns = preview(
+        {"lr_policy": "step", "learning_rate": "0.01, 0.001", "lr_step_size": "33", "lr_step_gamma": "0.1"}
+    )
     assert [c[0] for c in columns] == ["Learning Rate 0", "Learning Rate 1"]
     assert all(len(c) == 102 for c in columns)  # the name and 101 points
     first = columns[0][1:]
-    assert (first[0], first[32], first[33], first[65], first[66], first[99], first[100]) == \
-        pytest.approx((0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-5, 1e-5))
+    assert (first[0], first[32], first[33], first[65], first[66], first[99], first[100]) == pytest.approx(
+        (0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-5, 1e-5)
+    )
     assert columns[1][1] == 0.001
 
 
@@ -97,7 +102,7 @@ def test_preview_percent_formulas() -> None:
     def column(**params: object) -> list[float]:
         return preview({"learning_rate": 0.1, **params})[0][1:]
 
-    assert column(lr_policy="exp", lr_exp_gamma="0.9")[10] == pytest.approx(0.1 * 0.9 ** 10)
+    assert column(lr_policy="exp", lr_exp_gamma="0.9")[10] == pytest.approx(0.1 * 0.9**10)
     assert column(lr_policy="inv", lr_inv_gamma=0.1, lr_inv_power=2)[30] == pytest.approx(0.1 / 16)
     assert column(lr_policy="poly", lr_poly_power=2)[90] == pytest.approx(0.1 * 0.01)
     assert column(lr_policy="sigmoid", lr_sigmoid_step=40)[40] == pytest.approx(0.05)
@@ -109,16 +114,19 @@ def test_preview_percent_formulas() -> None:
     assert column(lr_policy="cosine")[50] == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize("params, field", [
-    ({"lr_policy": "multistep", "lr_multistep_values": "50,abc"}, "lr_multistep_values"),
-    ({"lr_policy": "multistep", "lr_multistep_values": " , "}, "lr_multistep_values"),
-    ({"lr_policy": "step", "learning_rate": "0.01,fast"}, "learning_rate"),
-    ({"lr_policy": "step", "learning_rate": "-1"}, "learning_rate"),
-    ({"lr_policy": "step", "lr_step_gamma": "x"}, "lr_step_gamma"),
-    ({"lr_policy": "step", "lr_step_size": "0"}, "lr_step_size"),
-    ({"lr_policy": "exp", "lr_exp_gamma": "-0.5"}, "lr_exp_gamma"),
-    ({"lr_policy": "sometimes"}, "lr_policy"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"lr_policy": "multistep", "lr_multistep_values": "50,abc"}, "lr_multistep_values"),
+        ({"lr_policy": "multistep", "lr_multistep_values": " , "}, "lr_multistep_values"),
+        ({"lr_policy": "step", "learning_rate": "0.01,fast"}, "learning_rate"),
+        ({"lr_policy": "step", "learning_rate": "-1"}, "learning_rate"),
+        ({"lr_policy": "step", "lr_step_gamma": "x"}, "lr_step_gamma"),
+        ({"lr_policy": "step", "lr_step_size": "0"}, "lr_step_size"),
+        ({"lr_policy": "exp", "lr_exp_gamma": "-0.5"}, "lr_exp_gamma"),
+        ({"lr_policy": "sometimes"}, "lr_policy"),
+    ],
+)
 def test_preview_names_the_bad_field(params: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         preview({"learning_rate": "0.01", **params})

@@ -1,6 +1,6 @@
 """Each DIGITS solver type becomes the right optimizer, with Caffe's settings, and learns."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 import torch
@@ -19,8 +19,15 @@ EXPECTED = {
     "ADAMW": (torch.optim.AdamW, {"betas": (0.9, 0.999), "eps": 1e-8}),
 }
 # learning rates at which a few dozen steps visibly reduce the toy loss (AdaDelta wants ~1, as in Caffe)
-LEARNING_RATES = {"SGD": 0.05, "NESTEROV": 0.05, "ADAGRAD": 0.1, "RMSPROP": 0.01, "ADADELTA": 1.0,
-                  "ADAM": 0.01, "ADAMW": 0.01}
+LEARNING_RATES = {
+    "SGD": 0.05,
+    "NESTEROV": 0.05,
+    "ADAGRAD": 0.1,
+    "RMSPROP": 0.01,
+    "ADADELTA": 1.0,
+    "ADAM": 0.01,
+    "ADAMW": 0.01,
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

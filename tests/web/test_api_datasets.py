@@ -1,5 +1,6 @@
 """The dataset routes (DIGITS 6.1.1 shapes), in process: each test has its own app and data dir;
 jobs run in this process when a test runs them (`kiln.run`), as the CLI runs them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,14 +19,24 @@ def folder(tmp_path: Path) -> Path:
 
 
 def create(kiln: Kiln, folder: Path, name: str = "pets", **fields: str):
-    return kiln.client.post("/datasets/images/classification.json", data={
-        "dataset_name": name, "folder_train": str(folder), "resize_width": "8", "resize_height": "8", **fields})
+    return kiln.client.post(
+        "/datasets/images/classification.json",
+        data={"dataset_name": name, "folder_train": str(folder), "resize_width": "8", "resize_height": "8", **fields},
+    )
 
 
 @pytest.fixture
 def dataset_id(kiln: Kiln, folder: Path) -> str:
-    res = create(kiln, folder, resize_channels="1", resize_width="12", resize_height="12", folder_pct_val="25",
-                 folder_pct_test="0", add_inverted="1")
+    res = create(
+        kiln,
+        folder,
+        resize_channels="1",
+        resize_width="12",
+        resize_height="12",
+        folder_pct_val="25",
+        folder_pct_test="0",
+        add_inverted="1",
+    )
     assert res.status_code == 200, res.text
     body = res.json()
     assert body["name"] == "pets" and body["status"] == "Initialized"
@@ -36,12 +47,12 @@ def dataset_id(kiln: Kiln, folder: Path) -> str:
 def test_dataset_json_counts_and_labels(kiln: Kiln, dataset_id: str) -> None:
     info = kiln.client.get(f"/datasets/{dataset_id}.json").json()
     assert info["status"] == "Done"
-    assert info["labels"] == ["cat", "dog", "hot dog"]        # sorted, "_" shown as a space
+    assert info["labels"] == ["cat", "dog", "hot dog"]  # sorted, "_" shown as a space
     parse = info["ParseFolderTasks"][0]
     assert (parse["train_count"], parse["val_count"], parse["label_count"]) == (36, 6, 3)  # 18 + 18 inverted
     db = {t["name"]: t for t in info["CreateDbTasks"]}
     assert db["Create DB (train)"]["image_width"] == 12 and db["Create DB (train)"]["image_channels"] == 1
-    assert sum(t["errors"] for t in info["CreateDbTasks"]) == 2   # the broken and the empty file, skipped
+    assert sum(t["errors"] for t in info["CreateDbTasks"]) == 2  # the broken and the empty file, skipped
 
 
 def test_index_and_completed_jobs(kiln: Kiln, dataset_id: str) -> None:
@@ -49,7 +60,7 @@ def test_index_and_completed_jobs(kiln: Kiln, dataset_id: str) -> None:
     assert index["datasets"] == [{"id": dataset_id, "name": "pets", "status": "Done"}] and index["models"] == []
     assert "version" in index and index["jobs_dir"] == str(kiln.settings.jobs_dir)
     done = kiln.client.get("/completed_jobs.json").json()
-    row, = done["datasets"]
+    (row,) = done["datasets"]
     assert row["id"] == dataset_id and done["running"] == [] and done["models"] == []
     assert row["progress"] == 100 and row["type"] == "dataset" and row["username"] == "alice"
     assert row["elapsed"] >= 0
@@ -71,18 +82,21 @@ def test_status_routes(kiln: Kiln, dataset_id: str) -> None:
     assert missing.status_code == 404 and missing.json() == {"error": "Job not found."}
 
 
-@pytest.mark.parametrize("fields, bad", [
-    ({"dataset_name": ""}, "dataset_name"),
-    ({"folder_train": "/no/such/folder"}, "folder_train"),
-    ({"resize_width": "0"}, "resize_width"),
-    ({"resize_height": "abc"}, "resize_height"),
-    ({"folder_pct_val": "70", "folder_pct_test": "40"}, "folder_pct_val"),
-])
+@pytest.mark.parametrize(
+    "fields, bad",
+    [
+        ({"dataset_name": ""}, "dataset_name"),
+        ({"folder_train": "/no/such/folder"}, "folder_train"),
+        ({"resize_width": "0"}, "resize_width"),
+        ({"resize_height": "abc"}, "resize_height"),
+        ({"folder_pct_val": "70", "folder_pct_test": "40"}, "folder_pct_val"),
+    ],
+)
 def test_create_errors_name_the_field(kiln: Kiln, folder: Path, fields: dict, bad: str) -> None:
     res = create(kiln, folder, name="x", **fields)
     assert res.status_code == 400
     assert bad in res.json()["errors"], res.json()
-    assert kiln.client.get("/index.json").json()["datasets"] == []        # and no job was made
+    assert kiln.client.get("/index.json").json()["datasets"] == []  # and no job was made
 
 
 def test_one_class_folder_is_refused(kiln: Kiln, tmp_path: Path) -> None:
@@ -100,8 +114,10 @@ def test_html_form_reshows_errors(kiln: Kiln) -> None:
 def test_html_form_creates_and_redirects(kiln: Kiln, folder: Path) -> None:
     page = kiln.client.get("/datasets/images/classification/new")
     assert page.status_code == 200 and 'name="folder_train"' in page.text
-    res = kiln.client.post("/datasets/images/classification", data={
-        "dataset_name": "web", "folder_train": str(folder), "resize_width": "8", "resize_height": "8"})
+    res = kiln.client.post(
+        "/datasets/images/classification",
+        data={"dataset_name": "web", "folder_train": str(folder), "resize_width": "8", "resize_height": "8"},
+    )
     assert res.status_code == 302
     job_id = res.headers["location"].rsplit("/", 1)[1]
     assert res.headers["location"] == f"/datasets/{job_id}" and kiln.status(job_id)["name"] == "web"
@@ -120,10 +136,18 @@ def test_login_required_and_username_rules(kiln: Kiln, folder: Path) -> None:
     assert kiln.as_user("9bad").post("/datasets/images/classification.json", data={}).status_code == 400
     ok = anon.post("/login", data={"username": "carol", "next": "/"})
     assert ok.status_code == 302 and ok.cookies["username"] == "carol"
-    by_field = anon.post("/datasets/images/classification.json", data={
-        "username": "dave", "dataset_name": "x", "folder_train": str(folder), "resize_width": "8", "resize_height": "8"})
+    by_field = anon.post(
+        "/datasets/images/classification.json",
+        data={
+            "username": "dave",
+            "dataset_name": "x",
+            "folder_train": str(folder),
+            "resize_width": "8",
+            "resize_height": "8",
+        },
+    )
     assert by_field.status_code == 200
-    assert kiln.store.get_job(by_field.json()["id"]).username == "dave"   # DIGITS' REST clients pass a field
+    assert kiln.store.get_job(by_field.json()["id"]).username == "dave"  # DIGITS' REST clients pass a field
 
 
 def test_text_lists_uploaded(kiln: Kiln, folder: Path) -> None:
@@ -132,10 +156,18 @@ def test_text_lists_uploaded(kiln: Kiln, folder: Path) -> None:
         lines += [f"{p} {label}" for p in sorted((folder / name).glob("0*.png"))]
     res = kiln.client.post(
         "/datasets/images/classification.json",
-        data={"dataset_name": "lists", "method": "textfile", "resize_width": "8", "resize_height": "8",
-              "textfile_use_val": "0"},
-        files={"textfile_train_images": ("train.txt", "\n".join(lines).encode()),
-               "textfile_labels_file": ("labels.txt", b"cat\ndog\n")})
+        data={
+            "dataset_name": "lists",
+            "method": "textfile",
+            "resize_width": "8",
+            "resize_height": "8",
+            "textfile_use_val": "0",
+        },
+        files={
+            "textfile_train_images": ("train.txt", "\n".join(lines).encode()),
+            "textfile_labels_file": ("labels.txt", b"cat\ndog\n"),
+        },
+    )
     assert res.status_code == 200, res.text
     assert kiln.run(res.json()["id"]) == "Done"
     info = kiln.client.get(f"/datasets/{res.json()['id']}.json").json()
@@ -169,8 +201,9 @@ def test_explore_gallery_and_filter(kiln: Kiln, dataset_id: str) -> None:
 
 def test_explore_refuses_an_unfinished_dataset(kiln: Kiln, folder: Path) -> None:
     job_id = create(kiln, folder).json()["id"]
-    res = kiln.client.get(f"/datasets/images/classification/explore?job_id={job_id}",
-                          headers={"Accept": "application/json"})
+    res = kiln.client.get(
+        f"/datasets/images/classification/explore?job_id={job_id}", headers={"Accept": "application/json"}
+    )
     assert res.status_code == 400 and "not finished" in res.json()["error"]["message"]
 
 
@@ -192,7 +225,7 @@ def test_clone_redirects_to_prefilled_form(kiln: Kiln, dataset_id: str) -> None:
 
 
 def test_delete_and_abort(kiln: Kiln, dataset_id: str) -> None:
-    assert kiln.client.post(f"/datasets/{dataset_id}/abort").status_code == 403   # not running
+    assert kiln.client.post(f"/datasets/{dataset_id}/abort").status_code == 403  # not running
     assert kiln.as_user("mallory").delete(f"/jobs/{dataset_id}").status_code == 403
     assert (kiln.settings.jobs_dir / dataset_id).is_dir()
     res = kiln.client.delete(f"/datasets/{dataset_id}")
@@ -219,8 +252,7 @@ def test_group_abort_and_delete_many(kiln: Kiln, folder: Path) -> None:
     assert kiln.client.post("/group", data=form).text == "Jobs regrouped."
     rows = [kiln.client.get(f"/jobs/{i}/table_data.json").json()["job"] for i in ids]
     assert {r["group"] for r in rows} == {"batch"}
-    nothing_running = kiln.client.post("/abort_jobs", data={"job_ids[]": ids},
-                                       headers={"Accept": "application/json"})
+    nothing_running = kiln.client.post("/abort_jobs", data={"job_ids[]": ids}, headers={"Accept": "application/json"})
     assert nothing_running.status_code == 400 and "0 of 2" in nothing_running.json()["error"]["message"]
     assert kiln.client.request("DELETE", "/jobs", data={"job_ids[]": ids}).text == "Jobs deleted."
     assert all(kiln.client.get(f"/jobs/{i}/status").status_code == 404 for i in ids)

@@ -4,11 +4,13 @@ In process: a trained dataset and model are built once per module (in this proce
 trains) and every test gets its own copy of that data dir and its own app. Only abort/resume
 needs a real worker process: it turns the app's scheduler on.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,8 +18,15 @@ from tests.conftest import Kiln, copy_data_dir, write_class_folder
 
 
 def _model(client: Any, dataset_id: str, **fields: str):
-    data = {"dataset": dataset_id, "model_name": "lenet", "standard_networks": "lenet", "train_epochs": "2",
-            "learning_rate": "0.01", "random_seed": "1", **fields}
+    data = {
+        "dataset": dataset_id,
+        "model_name": "lenet",
+        "standard_networks": "lenet",
+        "train_epochs": "2",
+        "learning_rate": "0.01",
+        "random_seed": "1",
+        **fields,
+    }
     return client.post("/models/images/classification.json", data=data)
 
 
@@ -28,13 +37,29 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = write_class_folder(root / "imgs", {"one": 60, "two": 60, "three": 60}, size=(28, 28))
     kiln = Kiln(root / "data")
     try:
-        res = kiln.client.post("/datasets/images/classification.json", data={
-            "dataset_name": "digits", "folder_train": str(folder), "resize_channels": "1",
-            "resize_width": "28", "resize_height": "28", "folder_pct_val": "20"})
+        res = kiln.client.post(
+            "/datasets/images/classification.json",
+            data={
+                "dataset_name": "digits",
+                "folder_train": str(folder),
+                "resize_channels": "1",
+                "resize_width": "28",
+                "resize_height": "28",
+                "folder_pct_val": "20",
+            },
+        )
         dataset_id = res.json()["id"]
         assert kiln.run(dataset_id) == "Done"
-        res = _model(kiln.client, dataset_id, train_epochs="3", snapshot_interval="0.5", solver_type="ADAM",
-                     batch_size="24", learning_rate="0.001", lr_policy="fixed")
+        res = _model(
+            kiln.client,
+            dataset_id,
+            train_epochs="3",
+            snapshot_interval="0.5",
+            solver_type="ADAM",
+            batch_size="24",
+            learning_rate="0.001",
+            lr_policy="fixed",
+        )
         assert res.status_code == 200, res.text
         model_id = res.json()["id"]
         assert kiln.run(model_id) == "Done"
@@ -80,8 +105,10 @@ def test_create_answers_digits_shape(kiln: Kiln, dataset_id: str) -> None:
 def test_html_form_and_redirect(kiln: Kiln, dataset_id: str) -> None:
     page = kiln.client.get(f"/models/images/classification/new?dataset={dataset_id}")
     assert page.status_code == 200 and f'value="{dataset_id}"' in page.text
-    res = kiln.client.post("/models/images/classification", data={
-        "dataset": dataset_id, "model_name": "web", "standard_networks": "lenet", "train_epochs": "1"})
+    res = kiln.client.post(
+        "/models/images/classification",
+        data={"dataset": dataset_id, "model_name": "web", "standard_networks": "lenet", "train_epochs": "1"},
+    )
     assert res.status_code == 302 and res.headers["location"].startswith("/models/")
     shown = kiln.client.get(res.headers["location"])
     assert shown.status_code == 200 and "web" in shown.text and 'id="no-snapshots"' in shown.text
@@ -96,31 +123,40 @@ def test_model_json_snapshots_and_metrics(kiln: Kiln, model_id: str) -> None:
     assert {"loss (train)", "loss (val)", "accuracy (val)", "lr"} <= set(metrics["series"])
     assert metrics["snapshots"] == info["snapshots"] and metrics["train_epochs"] == 3
     acc = metrics["series"]["accuracy (val)"]["y"]
-    assert acc[-1] > 60.0                         # three well-separated classes: well above chance (33 %)
+    assert acc[-1] > 60.0  # three well-separated classes: well above chance (33 %)
     best = max(range(len(acc)), key=lambda i: (acc[i], -i))
     assert metrics["best"] == {"epoch": metrics["series"]["accuracy (val)"]["x"][best], "accuracy": acc[best]}
     index = kiln.client.get("/index.json").json()
     assert [m["id"] for m in index["models"]] == [model_id]
-    row, = kiln.client.get("/completed_jobs.json").json()["models"]
+    (row,) = kiln.client.get("/completed_jobs.json").json()["models"]
     assert row["id"] == model_id and row["sparkline"] and "accuracy (val) max" in row
 
 
 def test_classify_one_and_many(kiln: Kiln, model_id: str, folder: Path) -> None:
     image = folder / "two" / "0003.png"
-    res = kiln.client.post("/models/images/classification/classify_one.json",
-                           data={"job_id": model_id}, files={"image_file": ("x.png", image.read_bytes())})
+    res = kiln.client.post(
+        "/models/images/classification/classify_one.json",
+        data={"job_id": model_id},
+        files={"image_file": ("x.png", image.read_bytes())},
+    )
     preds = res.json()["predictions"]
     assert len(preds) == 3 and preds[0][0] == "two"
     assert abs(sum(p for _, p in preds) - 100) < 0.1 and preds == sorted(preds, key=lambda p: -p[1])
-    by_path = kiln.client.post("/models/images/classification/classify_one.json",
-                               data={"job_id": model_id, "image_path": str(image), "snapshot_epoch": "3"})
+    by_path = kiln.client.post(
+        "/models/images/classification/classify_one.json",
+        data={"job_id": model_id, "image_path": str(image), "snapshot_epoch": "3"},
+    )
     assert by_path.json()["predictions"][0][0] == "two"
-    html = kiln.client.post("/models/images/classification/classify_one",
-                            data={"job_id": model_id, "image_path": str(image)})
+    html = kiln.client.post(
+        "/models/images/classification/classify_one", data={"job_id": model_id, "image_path": str(image)}
+    )
     assert html.status_code == 200 and "list-group-item" in html.text
     lines = f"{folder / 'one' / '0000.png'} 0\n{folder / 'three' / '0000.png'} 2\n{folder / 'two' / '0000.png'} 1\nnot-a-file.png 1\n"
-    many = kiln.client.post("/models/images/classification/classify_many.json", data={"job_id": model_id},
-                            files={"image_list": ("list.txt", lines.encode())}).json()
+    many = kiln.client.post(
+        "/models/images/classification/classify_many.json",
+        data={"job_id": model_id},
+        files={"image_list": ("list.txt", lines.encode())},
+    ).json()
     assert len(many["classifications"]) == 3 and "not-a-file.png" in many["errors"]
     assert many["top1_accuracy"] is not None and len(many["confusion_matrix"]) == 3
 
@@ -135,8 +171,9 @@ def test_classify_errors(kiln: Kiln, model_id: str, dataset_id: str, folder: Pat
     assert kiln.client.post(url, data={"job_id": dataset_id, "image_path": "/x"}).status_code == 404
     no_file = kiln.client.post(url, data={"job_id": model_id, "image_path": str(folder / "nope.png")})
     assert no_file.status_code == 400 and "image_path" in no_file.json()["error"]["message"]
-    epoch = kiln.client.post(url, data={"job_id": model_id, "image_path": str(folder / "one" / "0000.png"),
-                                        "snapshot_epoch": "7"})
+    epoch = kiln.client.post(
+        url, data={"job_id": model_id, "image_path": str(folder / "one" / "0000.png"), "snapshot_epoch": "7"}
+    )
     assert epoch.status_code == 400 and "snapshot_epoch" in epoch.json()["error"]["message"]
     no_list = kiln.client.post("/models/images/classification/classify_many.json", data={"job_id": model_id})
     assert no_list.status_code == 400 and "image_list" in no_list.json()["error"]["message"]
@@ -146,18 +183,35 @@ def test_classify_errors(kiln: Kiln, model_id: str, dataset_id: str, folder: Pat
 
 
 def test_create_errors_name_fields(kiln: Kiln, dataset_id: str) -> None:
-    res = _model(kiln.client, dataset_id, model_name="", train_epochs="0", learning_rate="x", solver_type="NOPE",
-                 standard_networks="vgg99", crop_size="64", lr_multistep_values="a,b", aug_noise="3")
+    res = _model(
+        kiln.client,
+        dataset_id,
+        model_name="",
+        train_epochs="0",
+        learning_rate="x",
+        solver_type="NOPE",
+        standard_networks="vgg99",
+        crop_size="64",
+        lr_multistep_values="a,b",
+        aug_noise="3",
+    )
     assert res.status_code == 400
     errors = res.json()["errors"]
-    for field in ("model_name", "train_epochs", "learning_rate", "solver_type", "standard_networks",
-                  "lr_multistep_values", "aug_noise"):
+    for field in (
+        "model_name",
+        "train_epochs",
+        "learning_rate",
+        "solver_type",
+        "standard_networks",
+        "lr_multistep_values",
+        "aug_noise",
+    ):
         assert field in errors, (field, errors)
     missing = _model(kiln.client, "no-such-dataset")
     assert missing.status_code == 400 and "dataset" in missing.json()["errors"]
     html = kiln.client.post("/models/images/classification", data={"model_name": ""})
     assert html.status_code == 400 and 'data-field="model_name"' in html.text
-    assert [m["name"] for m in kiln.client.get("/index.json").json()["models"]] == ["lenet"]   # nothing new
+    assert [m["name"] for m in kiln.client.get("/index.json").json()["models"]] == ["lenet"]  # nothing new
 
 
 def test_sweep_creates_one_job_per_combination(kiln: Kiln, dataset_id: str) -> None:
@@ -166,15 +220,22 @@ def test_sweep_creates_one_job_per_combination(kiln: Kiln, dataset_id: str) -> N
     assert len(jobs) == 4 and {j["status"] for j in jobs} == {"Initialized"}
     names = sorted(j["name"] for j in jobs)
     assert names[0] == "lenet learning_rate:0.001 batch_size:16"
-    configs = {(kiln.store.get_job(j["id"]).params["config"]["learning_rate"],
-                kiln.store.get_job(j["id"]).params["config"]["batch_size"]) for j in jobs}
+    configs = {
+        (
+            kiln.store.get_job(j["id"]).params["config"]["learning_rate"],
+            kiln.store.get_job(j["id"]).params["config"]["batch_size"],
+        )
+        for j in jobs
+    }
     assert configs == {(0.01, 16), (0.01, 32), (0.001, 16), (0.001, 32)}
     assert all(kiln.store.get_job(j["id"]).dataset_id == dataset_id for j in jobs)
 
 
 def test_visualize_lr_matches_digits_shape(kiln: Kiln) -> None:
-    res = kiln.client.post("/models/visualize-lr", data={"lr_policy": "step", "learning_rate": "0.1,0.01",
-                                                         "lr_step_size": "33", "lr_step_gamma": "0.1"})
+    res = kiln.client.post(
+        "/models/visualize-lr",
+        data={"lr_policy": "step", "learning_rate": "0.1,0.01", "lr_step_size": "33", "lr_step_gamma": "0.1"},
+    )
     cols = res.json()["data"]["columns"]
     assert [c[0] for c in cols] == ["Learning Rate 0", "Learning Rate 1"] and len(cols[0]) == 102
     assert cols[0][1] == pytest.approx(0.1) and cols[0][1 + 33] == pytest.approx(0.01)
@@ -190,15 +251,23 @@ def test_clone_and_delete_rules(kiln: Kiln, dataset_id: str, model_id: str) -> N
     hw = kiln.client.get(f"/models/{model_id}/hardware.json").json()
     assert hw["running"] is False and isinstance(hw["gpus"], list)
     assert kiln.client.delete(f"/models/{model_id}").text == "Job deleted."
-    assert kiln.client.delete(f"/datasets/{dataset_id}").text == "Job deleted."   # nothing depends on it now
+    assert kiln.client.delete(f"/datasets/{dataset_id}").text == "Job deleted."  # nothing depends on it now
 
 
 def test_abort_resume_continues_the_charts(template: dict[str, Any], tmp_path: Path) -> None:
     """A real worker: abort after two snapshots, resume, and the run goes on from the last one."""
     kiln = Kiln(copy_data_dir(template["data"], tmp_path / "data"), scheduler=True)
     try:
-        res = _model(kiln.client, template["dataset_id"], model_name="long", train_epochs="500",
-                     snapshot_interval="1", solver_type="SGD", lr_policy="fixed", device="cpu")
+        res = _model(
+            kiln.client,
+            template["dataset_id"],
+            model_name="long",
+            train_epochs="500",
+            snapshot_interval="1",
+            solver_type="SGD",
+            lr_policy="fixed",
+            device="cpu",
+        )
         job_id = res.json()["id"]
 
         def snapshots() -> list[float]:
@@ -226,7 +295,7 @@ def test_abort_resume_continues_the_charts(template: dict[str, Any], tmp_path: P
         series = kiln.client.get(f"/models/{job_id}/metrics.json").json()["series"]
         for name in ("loss (val)", "loss (train)"):
             x = series[name]["x"]
-            assert x == sorted(x) and len(x) == len(set(x)), name   # no repeated or out-of-order epochs
+            assert x == sorted(x) and len(x) == len(set(x)), name  # no repeated or out-of-order epochs
         assert max(series["loss (val)"]["x"]) > before[-1]
         states = [h["status"] for h in kiln.client.get(f"/jobs/{job_id}/state.json").json()["history"]]
         assert states == ["Initialized", "Running", "Aborted", "Initialized", "Running", "Aborted"]

@@ -5,6 +5,7 @@ httpx (and browsers) remove `..` segments from a URL before sending it, so a lit
 slashes percent-encoded, which clients send as they are and the server decodes into the path
 the route sees: the guard itself has to refuse them.
 """
+
 from __future__ import annotations
 
 import socket
@@ -21,7 +22,7 @@ def job_files(kiln: Kiln) -> str:
     folder = kiln.settings.jobs_dir / job_id
     folder.mkdir(parents=True)
     (folder / "labels.txt").write_text("cat\ndog\n")
-    secret = kiln.settings.data_dir / "jobs-private" / "secret.txt"   # shares the jobs folder's prefix
+    secret = kiln.settings.data_dir / "jobs-private" / "secret.txt"  # shares the jobs folder's prefix
     secret.parent.mkdir()
     secret.write_text("secret")
     return job_id
@@ -30,16 +31,19 @@ def job_files(kiln: Kiln) -> str:
 def test_a_job_file_is_served(kiln: Kiln, job_files: str) -> None:
     res = kiln.client.get(f"/files/{job_files}/labels.txt")
     assert res.status_code == 200 and res.text == "cat\ndog\n"
-    assert kiln.client.get(f"/files/{job_files}").status_code == 404          # a folder is not a file
+    assert kiln.client.get(f"/files/{job_files}").status_code == 404  # a folder is not a file
 
 
-@pytest.mark.parametrize("path", [
-    "{job}/%2e%2e/%2e%2e/kiln.db",              # data_dir/kiln.db
-    "{job}/..%2f..%2fkiln.db",
-    "%2e%2e/kiln.db",
-    "%2e%2e/jobs-private/secret.txt",           # a sibling folder whose name starts like "jobs"
-    "%2Fetc%2Fhostname",                        # an absolute path
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "{job}/%2e%2e/%2e%2e/kiln.db",  # data_dir/kiln.db
+        "{job}/..%2f..%2fkiln.db",
+        "%2e%2e/kiln.db",
+        "%2e%2e/jobs-private/secret.txt",  # a sibling folder whose name starts like "jobs"
+        "%2Fetc%2Fhostname",  # an absolute path
+    ],
+)
 def test_paths_outside_the_jobs_folder_are_refused(kiln: Kiln, job_files: str, path: str) -> None:
     url = "/files/" + path.format(job=job_files)
     res = kiln.client.get(url, headers={"Accept": "application/json"})
@@ -77,7 +81,11 @@ def test_raw_dot_segments_over_a_socket(tmp_path: Path) -> None:
                 return reply
 
             assert raw_get(f"/files/{job_id}/labels.txt").startswith(b"HTTP/1.1 200")
-            for path in (f"/files/{job_id}/../../kiln.db", "/files/../kiln.db", f"/files/{job_id}/../../../etc/hostname"):
+            for path in (
+                f"/files/{job_id}/../../kiln.db",
+                "/files/../kiln.db",
+                f"/files/{job_id}/../../../etc/hostname",
+            ):
                 reply = raw_get(path)
                 assert reply.startswith(b"HTTP/1.1 404"), (path, reply[:200])
                 assert b"SQLite format" not in reply
