@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from kiln.config import Settings
@@ -135,13 +136,23 @@ def test_abort_running_worker(tmp_path: Path) -> None:
     while store.get_job(job_id).progress < 0.05 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert store.get_job(job_id).status == "Running"
-    assert sched.abort(job_id)
-    deadline = time.monotonic() + 30
-    while store.get_job(job_id).status == "Running" and time.monotonic() < deadline:
-        time.sleep(0.1)
-        sched.tick()
-    assert store.get_job(job_id).status == "Aborted"
-    assert not (settings.jobs_dir / job_id / "manifest.json").exists()  # nothing half-made looks complete
+    worker = psutil.Process(store.get_job(job_id).pid)
+    family = [worker, *worker.children(recursive=True)]  # the worker and its decoding processes
+    try:
+        assert sched.abort(job_id)
+        deadline = time.monotonic() + 30
+        while store.get_job(job_id).status == "Running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            sched.tick()
+        assert store.get_job(job_id).status == "Aborted"
+        assert not (settings.jobs_dir / job_id / "manifest.json").exists()  # nothing half-made looks complete
+        _, alive = psutil.wait_procs(family, timeout=10)
+        assert not alive, [p.cmdline() for p in alive]  # an aborted job leaves no process behind
+    finally:
+        for proc in family:
+            if proc.is_running():
+                proc.kill()
+        store.close()
 
 
 def test_cli_dataset_create_is_a_job_the_server_lists(tmp_path: Path) -> None:
