@@ -57,8 +57,10 @@ class Scheduler:
         if self._thread:
             self._thread.join(timeout=5)
         with self.lock:
-            for proc in list(self.procs.values()):
+            for job_id, proc in list(self.procs.items()):
                 if proc.poll() is None:
+                    # Interrupted first: the worker's own "Aborted" (on SIGTERM) only replaces Running
+                    self.store.set_status(job_id, "Interrupted", note="server stopped", expect=ACTIVE)
                     proc.terminate()
             for job_id, proc in list(self.procs.items()):
                 try:
@@ -66,9 +68,7 @@ class Scheduler:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-                job = self.store.get_job(job_id)
-                if job and job.status in ACTIVE:
-                    self.store.set_status(job_id, "Interrupted", note="server stopped")
+                self.store.set_status(job_id, "Interrupted", note="server stopped", expect=ACTIVE)
 
     def recover(self) -> None:
         """Jobs left Running by a worker that is gone become Interrupted."""
@@ -147,6 +147,9 @@ class Scheduler:
                 continue  # the job was resumed since: another worker owns it now
             if job.abort_requested:
                 self.store.set_status(job_id, "Aborted", note="worker stopped", expect=ACTIVE)
+            elif proc.returncode < 0:  # killed by a signal (OOM killer, kill -9): not the job's fault
+                note = f"worker killed by signal {-proc.returncode}; resume continues from the last snapshot"
+                self.store.set_status(job_id, "Interrupted", note=note, expect=ACTIVE)
             else:
                 self.store.set_status(
                     job_id,

@@ -50,8 +50,11 @@ def run_job(
         store.set_status(job_id, "Done")
         return "Done"
     except Stopped:
-        store.set_status(job_id, "Aborted", note="aborted by user")
-        return "Aborted"
+        # only from Running: a server shutting down marks its jobs Interrupted before SIGTERM
+        if store.set_status(job_id, "Aborted", note="aborted by user", expect=("Running",)):
+            return "Aborted"
+        job = store.get_job(job_id)
+        return job.status if job else "missing"
     except Exception as exc:  # the job failed: say what and what to do, keep the traceback in the log
         store.add_log(job_id, traceback.format_exc())
         store.set_status(job_id, "Error", error=failure_message(exc))
