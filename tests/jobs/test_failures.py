@@ -110,17 +110,18 @@ def test_a_diverging_model_fails_and_says_what_to_do(data_dir: Path, template: d
         kiln.close()
 
 
-def test_a_failing_dataset_fails_its_waiting_model_and_a_missing_one_fails_a_model(
+def test_a_failing_dataset_fails_its_waiting_model_and_a_failed_model_resumes(
     data_dir: Path, template: dict[str, Any], tmp_path: Path
 ) -> None:
     folder = write_class_folder(tmp_path / "gone", {"x": 4, "y": 4}, size=(28, 28))
     setup = Kiln(data_dir)
     broken = dataset(setup, folder, "soon broken")
     waiting = model(setup, broken, "waits")
-    orphan = model(setup, template["dataset_id"], "orphan")
+    orphan = model(setup, template["dataset_id"], "orphan", train_epochs="2")
     setup.close()
     shutil.rmtree(folder)  # the images went away before the job ran
-    shutil.rmtree(data_dir / "jobs" / template["dataset_id"])  # and so did a finished dataset's folder
+    moved = tmp_path / "moved"
+    (data_dir / "jobs" / template["dataset_id"]).rename(moved)  # and so did a finished dataset's folder
 
     kiln = Kiln(data_dir, scheduler=True)
     try:
@@ -133,6 +134,10 @@ def test_a_failing_dataset_fails_its_waiting_model_and_a_missing_one_fails_a_mod
         lost = kiln.wait_job(orphan)
         assert lost["status"] == "Error", lost
         assert template["dataset_id"] in lost["error"] and "clone this model" in lost["error"], lost["error"]
+        moved.rename(data_dir / "jobs" / template["dataset_id"])  # the cause fixed, a failed model resumes
+        assert kiln.client.post(f"/models/{orphan}/resume").text == "Job resumed."
+        assert kiln.wait_job(orphan)["status"] == "Done"
+        assert snapshots(kiln, orphan)[-1] == 2
     finally:
         kiln.close()
 

@@ -102,8 +102,7 @@ def test_restart_recovers_interrupted_jobs_and_they_resume(tmp_path: Path) -> No
         stop_server(server)  # SIGTERM: the server stops its worker and records it, then exits
     again = Kiln(data)
     stopped = again.status(running)
-    # TODO(product bug, see tests/jobs/test_failures.py): the worker records Aborted, not Interrupted
-    assert stopped["status"] in ("Interrupted", "Aborted"), stopped
+    assert stopped["status"] == "Interrupted", stopped
     again.close()
 
     server = start_server(data)
