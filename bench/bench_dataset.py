@@ -35,7 +35,7 @@ from docs_section import replace_section  # bench/ is on sys.path when a bench r
 from kiln.datasets.pack import build_dataset
 from kiln.datasets.spec import DatasetSpec
 from kiln.datasets.stdsets import write_mnist
-from kiln.reporting import NullReporter
+from kiln.reporting import RecordingReporter
 
 
 class PeakRSS:
@@ -125,7 +125,7 @@ def kiln_build(spec: DatasetSpec, job_dir: Path, workers: int) -> tuple[float, i
     shutil.rmtree(job_dir, ignore_errors=True)
     start = time.perf_counter()  # the same window as the sampler's CPU count
     with PeakRSS() as rss:
-        manifest = build_dataset(spec, job_dir, NullReporter(), workers=workers)
+        manifest = build_dataset(spec, job_dir, RecordingReporter(), workers=workers)
     seconds = time.perf_counter() - start
     count = sum(s["count"] for s in manifest["splits"].values()) + manifest["error_count"]
     return seconds, count, rss

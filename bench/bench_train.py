@@ -6,7 +6,7 @@
     python bench/bench_train.py --sweep         # time-to-accuracy of several candidate recipes
 
 Throughput (images per second over the same number of MNIST training images, batch 256, SGD):
-  (a) kiln: kiln.training.loop.train() called exactly as a model job calls it (NullReporter),
+  (a) kiln: kiln.training.loop.train() called exactly as a model job calls it (RecordingReporter),
       data held in RAM and data read from the memory map;
   (b) plain: the best hand-written PyTorch loop on the same network object type: the split as
       one uint8 tensor in RAM, channels_last, fancy-indexed batches, SGD;
@@ -36,6 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 from docs_section import replace_section  # bench/ is on sys.path when a bench runs
+
+from kiln.atomic import atomic_write_text
+from kiln.datasets import packed_format
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -158,13 +161,13 @@ def mnist_dataset(work: Path) -> Any:
     from kiln.datasets.reader import PackedDataset
 
     packed = work / "mnist-packed"
-    if (packed / "manifest.json").exists():
+    if packed_format.is_complete(packed):
         return PackedDataset(packed)
     try:
         from kiln.datasets.pack import build_dataset
         from kiln.datasets.spec import DatasetSpec
         from kiln.datasets.stdsets import SourceMissing, write_mnist
-        from kiln.reporting import NullReporter
+        from kiln.reporting import RecordingReporter
     except ImportError as exc:
         print(f"(kiln.datasets incomplete: {exc}; using synthetic data)", file=sys.stderr)
         return ArrayDataset()
@@ -184,7 +187,7 @@ def mnist_dataset(work: Path) -> Any:
         resize_width=28,
         resize_height=28,
     )
-    build_dataset(spec, packed, NullReporter(), workers=os.cpu_count() or 2)
+    build_dataset(spec, packed, RecordingReporter(), workers=os.cpu_count() or 2)
     return PackedDataset(packed)
 
 
@@ -204,12 +207,12 @@ def step_stats(ticks: list[float], images: int, seconds: float) -> dict[str, Any
 
 
 class TimingReporter:
-    """A NullReporter that notes the time of every should_stop() call: once per iteration."""
+    """A RecordingReporter that notes the time of every should_stop() call: once per iteration."""
 
     def __init__(self) -> None:
-        from kiln.reporting import NullReporter
+        from kiln.reporting import RecordingReporter
 
-        self.inner, self.ticks = NullReporter(), []
+        self.inner, self.ticks = RecordingReporter(), []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -270,11 +273,11 @@ def case_plain(dataset: Any, network: str, images: int) -> dict[str, Any]:
 
 
 def case_accuracy(dataset: Any, recipe: dict[str, Any]) -> dict[str, Any]:
-    from kiln.reporting import NullReporter
+    from kiln.reporting import RecordingReporter
     from kiln.training.config import TrainConfig
     from kiln.training.loop import train
 
-    reporter = NullReporter()
+    reporter = RecordingReporter()
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
         summary = train(TrainConfig(**recipe), dataset, Path(out), reporter)
@@ -318,11 +321,11 @@ def profile_kiln(dataset: Any, network: str) -> None:
     """Where kiln's training step spends its time (torch.profiler, 20 iterations after warm-up)."""
     from torch.profiler import profile
 
-    from kiln.reporting import NullReporter
+    from kiln.reporting import RecordingReporter
     from kiln.training.config import TrainConfig
     from kiln.training.loop import train
 
-    class Profiled(NullReporter):
+    class Profiled(RecordingReporter):
         def __init__(self) -> None:
             super().__init__()
             self.calls, self.prof = 0, profile()
@@ -555,7 +558,7 @@ def main() -> None:
         results["throughput"] = {"rows": rows, "peak": peak, "command": command}
     if args.only != "throughput":
         results["accuracy"] = {"rows": accuracy(args), "command": command}
-    cache.write_text(json.dumps(results, default=str))
+    atomic_write_text(cache, json.dumps(results, default=str))
     tp, acc = results.get("throughput", {}), results.get("accuracy", {})
     commands = sorted({part["command"] for part in (tp, acc) if part})
     section = render(tp.get("rows", []), tp.get("peak"), acc.get("rows", []), "`, `".join(commands))

@@ -207,10 +207,10 @@ def _resize_mode(dataset: Any) -> str:
     manifest = getattr(dataset, "manifest", None)
     if manifest is None:
         root = getattr(dataset, "job_dir", None) or getattr(dataset, "root", None)
-        if root is not None and (Path(root) / "manifest.json").exists():
-            import json
+        if root is not None:
+            from kiln.datasets.packed_format import read_manifest
 
-            manifest = json.loads((Path(root) / "manifest.json").read_text())
+            manifest = read_manifest(Path(root))
     if isinstance(manifest, dict):
         image = manifest.get("image", {})
         if isinstance(image, dict) and image.get("resize_mode"):

@@ -26,7 +26,7 @@ class Reporter(Protocol):
         """True once the job has been asked to stop (abort)."""
 
 
-class NullReporter:
+class RecordingReporter:
     """Collects everything; used by tests and notebooks."""
 
     def __init__(self) -> None:

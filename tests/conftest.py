@@ -259,6 +259,63 @@ def stop_server(server: Server) -> None:
     server.stopped_at = time.monotonic()
 
 
+class ThreadServer:
+    """kiln's app served by uvicorn on a thread of this process (its lifespan, so its scheduler and
+    real worker processes, included): real HTTP for live events and a browser, with no server
+    process to start. Stopping it runs the app's shutdown, then kills any worker left behind."""
+
+    def __init__(self, data_dir: Path, scheduler: bool = True, **settings: Any) -> None:
+        import asyncio
+        import threading
+
+        import uvicorn
+
+        from kiln.config import Settings
+        from kiln.web.app import create_app
+
+        self.data_dir = data_dir
+        self.settings = Settings.from_env(data_dir=data_dir, **settings)
+        self.app = create_app(self.settings, run_scheduler=scheduler)
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        config = uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=3)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve(sockets=[self._sock])), name="kiln-test-server", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the in-thread kiln server did not start")
+            time.sleep(0.02)
+        self.client = httpx.Client(base_url=self.url, timeout=30, cookies={"username": "alice"})
+
+    def wait_job(self, job_id: str, timeout: float = 120, until: tuple[str, ...] = FINISHED) -> dict:
+        return wait_status(lambda: self.client.get(f"/jobs/{job_id}/status").json(), f"job {job_id}", timeout, until)
+
+    def stop(self) -> None:
+        if getattr(self, "client", None) is not None:
+            self.client.close()
+        self._server.should_exit = True
+        self._thread.join(30)
+        self._sock.close()
+        procs = []
+        for worker in self.app.state.scheduler.procs.values():
+            try:
+                procs += [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
+            except psutil.Error:
+                pass
+        for proc in procs:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(procs, timeout=5)
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start real servers (`serve(data_dir, env=...)`); all are stopped after the test."""

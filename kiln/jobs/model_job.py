@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.config import Settings
+from kiln.datasets import packed_format
 from kiln.jobs.errors import UserFacingError
 from kiln.reporting import Reporter
 from kiln.store import Job
@@ -26,7 +27,7 @@ def run_model(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -
     from kiln.training.loop import TrainingDiverged, train
 
     dataset_dir = settings.jobs_dir / (job.dataset_id or "")
-    if not (dataset_dir / "manifest.json").exists():
+    if not packed_format.is_complete(dataset_dir):
         raise UserFacingError(
             f"Dataset {job.dataset_id} is missing or not finished; create it again and clone this model."
         )

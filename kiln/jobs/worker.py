@@ -19,7 +19,7 @@ import psutil
 
 from kiln.config import Settings
 from kiln.jobs.errors import UserFacingError, failure_message
-from kiln.jobs.reporter import StoreReporter
+from kiln.jobs.store_reporter import StoreReporter
 from kiln.reporting import Stopped
 from kiln.store import Job, Store
 

@@ -14,13 +14,13 @@ import os
 import sys
 from pathlib import Path
 
-from kiln.reporting import NullReporter
+from kiln.reporting import RecordingReporter
 from kiln.training.config import TrainConfig
 from kiln.training.loop import train
 
 
-class PrintReporter(NullReporter):
-    """Progress lines on stdout (and collected, as NullReporter does)."""
+class PrintReporter(RecordingReporter):
+    """Progress lines on stdout (and collected, as RecordingReporter does)."""
 
     def log(self, line: str) -> None:
         super().log(line)

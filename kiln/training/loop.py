@@ -32,12 +32,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from kiln.preprocess import Preprocess
-from kiln.reporting import NullReporter, Reporter, Stopped
+from kiln.reporting import RecordingReporter, Reporter, Stopped
 from kiln.training import checkpoint, rng
 from kiln.training.config import TrainConfig
 from kiln.training.device import Hardware
 from kiln.training.distributed import Dist
 from kiln.training.feeder import Feeder
+from kiln.training.options import check_config
 
 if TYPE_CHECKING:
     from kiln.networks.registry import NetworkInfo
@@ -60,9 +61,9 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter, 
     from kiln.networks.registry import get_network_info
 
     started = time.perf_counter()
-    check_config(config)
+    check_config(config)  # the same check the form ran at job creation
     hw = Hardware.setup(config)
-    report: Reporter = reporter if hw.dist.main else NullReporter()  # other ranks stay quiet
+    report: Reporter = reporter if hw.dist.main else RecordingReporter()  # other ranks stay quiet
     out_dir = Path(out_dir)
 
     # -- what we train on, and how many iterations that makes -------------------------------------
@@ -119,16 +120,6 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter, 
     )
     hw.dist.finish()
     return summary
-
-
-def check_config(config: TrainConfig) -> None:
-    """Settings the loop itself interprets (solvers, policies and augmentations check their own)."""
-    if config.early_stopping not in ("none", "val_loss", "val_accuracy"):
-        raise ValueError(f"early_stopping must be none, val_loss or val_accuracy, not {config.early_stopping!r}")
-    if config.early_stopping_patience < 1:
-        raise ValueError(f"early_stopping_patience must be at least 1, got {config.early_stopping_patience}")
-    if config.snapshot_interval < 0 or config.val_interval < 0:
-        raise ValueError("snapshot_interval and val_interval must not be negative (0 = final only / none)")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,13 +9,14 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
+from kiln.datasets import packed_format
 from kiln.datasets.spec import ENCODINGS, RESIZE_MODES, DatasetSpec
 from kiln.forms import FormErrors
 from kiln.jobs.dataset_form import UPLOAD_FIELDS, create_dataset_job, save_uploads, spec_from_form
 from kiln.store import new_job_id
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
+from kiln.web.payloads import dataset_dict, read_manifest
 from kiln.web.routes_jobs import job_state
-from kiln.web.shapes import dataset_dict, read_manifest
 
 router = APIRouter(tags=["datasets"])
 
@@ -159,6 +160,7 @@ def show_dataset(request: Request, job_id: str, store: StoreDep, settings: Setti
             "job": job,
             "spec": job.params.get("spec", {}),
             "manifest": manifest,
+            "files": {"mean_png": packed_format.MEAN_PNG, "errors_log": packed_format.ERRORS_LOG},
             "state": job_state(job, store),
             "models": store.models_using(job_id),
             "logs": store.logs(job_id, 30),

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from kiln.store import Store
+from kiln.web.payloads import row
 from kiln.web.routes_jobs import job_state
-from kiln.web.shapes import row
 
 router = APIRouter(tags=["events"])
 POLL_S = 0.4

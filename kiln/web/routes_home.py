@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 import kiln
 from kiln.store import ACTIVE, Job
 from kiln.web.deps import SettingsDep, StoreDep, wants_json
-from kiln.web.shapes import dataset_dict, model_dict, row
+from kiln.web.payloads import dataset_dict, model_dict, row
 
 router = APIRouter(tags=["home"])
 

@@ -14,7 +14,7 @@ from kiln.jobs.errors import ActionError, UserFacingError
 from kiln.store import ACTIVE, Job, Store, elapsed, eta
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404
 from kiln.web.formatting import duration
-from kiln.web.shapes import TYPE_NAMES, row
+from kiln.web.payloads import TYPE_NAMES, row
 
 router = APIRouter(tags=["jobs"])
 PAGES = {"dataset": "/datasets/{}", "model": "/models/{}"}

@@ -17,8 +17,8 @@ from kiln.jobs.model_form import RECIPES, create_model_jobs
 from kiln.store import Job, Store
 from kiln.training.config import TrainConfig
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
+from kiln.web.payloads import model_dict
 from kiln.web.routes_jobs import job_state
-from kiln.web.shapes import model_dict
 
 router = APIRouter(tags=["models"])
 

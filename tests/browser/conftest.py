@@ -1,4 +1,4 @@
-"""Real-browser fixtures: Debian's Chromium driven by Playwright against a real `kiln serve`.
+"""Real-browser fixtures: Debian's Chromium driven by Playwright against a real kiln server.
 
 Without Chromium or Playwright the browser tests skip loudly; under CI=true they fail instead.
 """
@@ -40,6 +40,7 @@ def _root_conftest() -> Any:
 
 helpers = _root_conftest()
 Server = helpers.Server
+ThreadServer = helpers.ThreadServer
 start_server = helpers.start_server
 stop_server = helpers.stop_server
 write_class_folder = helpers.write_class_folder
@@ -81,11 +82,13 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("kiln-browser-data"))
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[ThreadServer]:
+    """This test's own kiln over real HTTP, with its scheduler and real workers (on a thread of
+    this process: nothing to start, so every test can have a fresh one)."""
+    srv = ThreadServer(tmp_path / "kiln-data")
     yield srv
-    stop_server(srv)
+    srv.stop()
 
 
 def login(page: Any, base_url: str, username: str = "alice") -> None:

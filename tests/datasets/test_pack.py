@@ -14,7 +14,7 @@ from kiln.datasets.pack import build_dataset
 from kiln.datasets.pool import OrderedPool
 from kiln.datasets.reader import PackedDataset
 from kiln.datasets.sources import DatasetInputError
-from kiln.reporting import NullReporter, Stopped
+from kiln.reporting import RecordingReporter, Stopped
 from tests.datasets.conftest import folder_spec, make_classes
 
 MANIFEST_KEYS = {
@@ -31,8 +31,8 @@ MANIFEST_KEYS = {
 }
 
 
-def build(spec, job: Path, workers: int = 1, **kw) -> tuple[dict, PackedDataset, NullReporter]:
-    reporter = NullReporter()
+def build(spec, job: Path, workers: int = 1, **kw) -> tuple[dict, PackedDataset, RecordingReporter]:
+    reporter = RecordingReporter()
     manifest = build_dataset(spec, job, reporter, workers=workers, **kw)
     return manifest, PackedDataset(job), reporter
 
@@ -168,7 +168,7 @@ def test_workers_stay_a_bounded_number_of_chunks_ahead(method: str, monkeypatch:
         runner.close()
 
 
-class StopAfter(NullReporter):
+class StopAfter(RecordingReporter):
     def __init__(self, chunks: int) -> None:
         super().__init__()
         self.left = chunks
@@ -190,13 +190,13 @@ def test_abort_leaves_no_manifest_and_no_partial_files(tmp_path: Path) -> None:
 def test_user_errors_name_the_field(tmp_path: Path) -> None:
     root = make_classes(tmp_path / "d", {"a": 5, "b": 1})
     with pytest.raises(DatasetInputError) as err:
-        build_dataset(folder_spec(root), tmp_path / "job", NullReporter(), workers=1)
+        build_dataset(folder_spec(root), tmp_path / "job", RecordingReporter(), workers=1)
     assert err.value.field == "folder_train"
     broken = make_classes(tmp_path / "e", {"a": 2, "b": 2})
     for path in broken.rglob("*.png"):
         path.write_bytes(b"junk")
     with pytest.raises(DatasetInputError, match="none of the training images could be read"):
-        build_dataset(folder_spec(broken, folder_pct_val=0), tmp_path / "job2", NullReporter(), workers=1)
+        build_dataset(folder_spec(broken, folder_pct_val=0), tmp_path / "job2", RecordingReporter(), workers=1)
     assert not (tmp_path / "job2" / "manifest.json").exists()
 
 
@@ -205,5 +205,5 @@ def test_rebuilding_replaces_the_manifest(tmp_path: Path) -> None:
     build(folder_spec(root), tmp_path / "job")
     (tmp_path / "job" / "manifest.json").write_text("stale")
     with pytest.raises(DatasetInputError):
-        build_dataset(folder_spec(tmp_path / "d" / "a"), tmp_path / "job", NullReporter(), workers=1)
+        build_dataset(folder_spec(tmp_path / "d" / "a"), tmp_path / "job", RecordingReporter(), workers=1)
     assert not (tmp_path / "job" / "manifest.json").exists()  # a failed rebuild is not "complete"

@@ -12,7 +12,7 @@ import pytest
 from kiln.datasets import packed_format as fmt
 from kiln.datasets.pack import build_dataset
 from kiln.datasets.reader import PackedDataset
-from kiln.reporting import NullReporter
+from kiln.reporting import RecordingReporter
 from tests.datasets.conftest import folder_spec, make_classes
 
 KILN = Path(__file__).resolve().parents[2] / "kiln"
@@ -23,10 +23,6 @@ URL_OF_FORMAT_FILE = re.compile(rf"/{JOB_FILES}\b")  # in templates: /files/<job
 # Places outside the dataset engine that still spell a format file name; each should call
 # packed_format instead (is_complete / read_manifest / the name constants). Shrink, never grow.
 NOT_YET_SWITCHED = {
-    "jobs/model_job.py",
-    "web/shapes.py",
-    "preprocess.py",
-    "web/templates/dataset_show.html",
     "datasets/stdsets.py",  # its own image-folder lists (DIGITS' labels.txt), not a packed dataset
 }
 
@@ -44,7 +40,9 @@ def test_every_file_a_build_writes_is_named_by_the_format(tmp_path: Path, encodi
     root = make_classes(tmp_path / "d", {"a": 5, "b": 5})
     (root / "a" / "000.png").write_bytes(b"junk")  # so errors.log has a line
     job = tmp_path / "job"
-    manifest = build_dataset(folder_spec(root, encoding=encoding, add_inverted=True), job, NullReporter(), workers=1)
+    manifest = build_dataset(
+        folder_spec(root, encoding=encoding, add_inverted=True), job, RecordingReporter(), workers=1
+    )
     written = {p.name for p in job.iterdir()}
     assert written <= _files_named_by_the_format(fmt.PackedFiles(job), list(manifest["splits"]))
     assert fmt.read_manifest(job) == manifest
@@ -59,7 +57,7 @@ def test_the_manifest_marks_a_dataset_complete(tmp_path: Path) -> None:
     root = make_classes(tmp_path / "d", {"a": 3, "b": 3})
     job = tmp_path / "job"
     assert not fmt.is_complete(job) and fmt.read_manifest(job) is None
-    build_dataset(folder_spec(root), job, NullReporter(), workers=1)
+    build_dataset(folder_spec(root), job, RecordingReporter(), workers=1)
     assert fmt.is_complete(job)
     fmt.mark_incomplete(job)
     assert not fmt.is_complete(job)
@@ -76,7 +74,7 @@ def test_a_build_removes_what_a_killed_build_left(tmp_path: Path) -> None:
     job = tmp_path / "job"
     job.mkdir()
     AtomicFile(fmt.PackedFiles(job).raw("train")).file.close()  # the process died before commit
-    build_dataset(folder_spec(root), job, NullReporter(), workers=1)
+    build_dataset(folder_spec(root), job, RecordingReporter(), workers=1)
     assert not list(job.glob(".*"))
 
 
@@ -91,7 +89,7 @@ def test_the_manifest_is_written_last(tmp_path: Path, monkeypatch: pytest.Monkey
         real(job_dir, manifest)
 
     monkeypatch.setattr(fmt, "write_manifest", write_manifest)
-    build_dataset(folder_spec(root, folder_pct_val=0), job, NullReporter(), workers=1)
+    build_dataset(folder_spec(root, folder_pct_val=0), job, RecordingReporter(), workers=1)
     assert seen and fmt.MANIFEST not in seen[0]
     assert {p.name for p in job.iterdir()} == seen[0] | {fmt.MANIFEST}
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from kiln.datasets.pack import build_dataset
 from kiln.datasets.reader import PackedDataset
-from kiln.reporting import NullReporter
+from kiln.reporting import RecordingReporter
 from tests.datasets.conftest import folder_spec, make_classes
 
 
@@ -22,7 +22,7 @@ def packed(tmp_path: Path) -> PackedDataset:
     build_dataset(
         folder_spec(root, resize_channels=1, folder_pct_val=0, folder_pct_test=20, encoding="png"),
         tmp_path / "job",
-        NullReporter(),
+        RecordingReporter(),
         workers=1,
     )
     return PackedDataset(tmp_path / "job")
@@ -61,7 +61,7 @@ def test_encoded_images_pickle_without_their_mapping(packed: PackedDataset) -> N
 
 def test_raw_images_are_read_only(tmp_path: Path) -> None:
     root = make_classes(tmp_path / "d", {"a": 3, "b": 3})
-    build_dataset(folder_spec(root), tmp_path / "job", NullReporter(), workers=1)
+    build_dataset(folder_spec(root), tmp_path / "job", RecordingReporter(), workers=1)
     images = PackedDataset(tmp_path / "job").images("train")
     with pytest.raises(ValueError):
         images[0, 0, 0, 0] = 1

@@ -10,7 +10,7 @@ import torch
 
 from kiln.inference.predictor import Predictor, Top5
 from kiln.preprocess import Preprocess
-from kiln.reporting import NullReporter
+from kiln.reporting import RecordingReporter
 from kiln.training import checkpoint
 from kiln.training.config import TrainConfig
 from kiln.training.loop import train
@@ -25,7 +25,7 @@ def job(tmp_path_factory):
     cfg = TrainConfig(
         network="lenet", train_epochs=2, batch_size=8, random_seed=3, crop_size=28, use_mean="image", lr_policy="fixed"
     )
-    train(cfg, dataset, root / "model", NullReporter())
+    train(cfg, dataset, root / "model", RecordingReporter())
     return dataset, root / "model", cfg
 
 
@@ -92,6 +92,6 @@ def test_snapshot_selection(job):
 
 def test_fewer_than_five_classes(tmp_path):
     tiny = make_dataset(tmp_path / "data")  # 3 classes
-    train(TrainConfig(train_epochs=1, batch_size=8, random_seed=1), tiny, tmp_path / "model", NullReporter())
+    train(TrainConfig(train_epochs=1, batch_size=8, random_seed=1), tiny, tmp_path / "model", RecordingReporter())
     (top,) = Predictor.from_job_dir(tmp_path / "model").classify([tiny.source_path("train", 0)])
     assert len(top) == 3 and sorted(label for label, _ in top) == tiny.labels

@@ -265,7 +265,7 @@ def test_edit_group_and_clone(store: Store) -> None:
 def test_failure_messages_say_what_to_do(tmp_path: Path) -> None:
     from kiln.datasets.spec import DatasetSpec
     from kiln.jobs.dataset_job import run_dataset
-    from kiln.reporting import NullReporter
+    from kiln.reporting import RecordingReporter
     from kiln.store import Job
 
     assert failure_message(UserFacingError("Fix it, then clone.")) == "Fix it, then clone."
@@ -274,6 +274,6 @@ def test_failure_messages_say_what_to_do(tmp_path: Path) -> None:
     spec = DatasetSpec(dataset_name="d", folder_train=str(tmp_path / "missing"), resize_width=8, resize_height=8)
     job = Job(id="j", type="dataset", name="d", status="Running", created=0.0, params={"spec": spec.to_dict()})
     with pytest.raises(UserFacingError) as failed:
-        run_dataset(job, tmp_path / "job", NullReporter())
+        run_dataset(job, tmp_path / "job", RecordingReporter())
     assert failed.value.message.startswith("The dataset source is not usable: folder_train: cannot read folder")
     assert failed.value.message.endswith("then clone the job.")

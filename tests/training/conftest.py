@@ -9,7 +9,7 @@ import pytest
 from kiln.datasets.pack import build_dataset
 from kiln.datasets.reader import PackedDataset
 from kiln.datasets.spec import DatasetSpec
-from kiln.reporting import NullReporter
+from kiln.reporting import RecordingReporter
 from tests.conftest import write_class_folder
 
 
@@ -37,7 +37,7 @@ def make_dataset(
         encoding=encoding,
         seed=seed,
     )
-    build_dataset(spec, root / "dataset", NullReporter(), workers=1)
+    build_dataset(spec, root / "dataset", RecordingReporter(), workers=1)
     return PackedDataset(root / "dataset")
 
 

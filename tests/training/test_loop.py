@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from kiln.networks.registry import NetworkInfo
-from kiln.reporting import NullReporter, Stopped
+from kiln.reporting import RecordingReporter, Stopped
 from kiln.training import checkpoint
 from kiln.training.config import TrainConfig
 from kiln.training.distributed import Dist
@@ -36,7 +36,7 @@ def network(default_batch: int = 16, default_val_batch: int = 16) -> NetworkInfo
     return NetworkInfo(name="test", label="test", default_batch=default_batch, default_val_batch=default_val_batch)
 
 
-class StopAfterSnapshots(NullReporter):
+class StopAfterSnapshots(RecordingReporter):
     """Asks to stop once `n` snapshots have been reported (an abort from the web page)."""
 
     def __init__(self, n: int) -> None:
@@ -51,7 +51,7 @@ class StopAfterSnapshots(NullReporter):
 @pytest.fixture(scope="module")
 def run(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    reporter = NullReporter()
+    reporter = RecordingReporter()
     summary = train(config(train_epochs=3), tiny, out, reporter)
     return tiny, out, reporter, summary
 
@@ -148,7 +148,7 @@ def test_epoch_order_is_shuffled_reproducible_and_split_by_rank():
 
 # -- behaviour of whole runs ----------------------------------------------------------------------
 def test_fractional_snapshot_interval(tiny, tmp_path):
-    reporter = NullReporter()
+    reporter = RecordingReporter()
     # 36 images / batch 9 = 4 iterations per epoch
     summary = train(
         config(train_epochs=1.5, batch_size=9, snapshot_interval=0.5, val_interval=0), tiny, tmp_path, reporter
@@ -161,9 +161,12 @@ def test_fractional_snapshot_interval(tiny, tmp_path):
 
 def test_batch_accumulation_matches_one_big_batch(tiny, tmp_path):
     a = train(
-        config(train_epochs=1, batch_size=4, batch_accumulation=3, val_interval=0), tiny, tmp_path / "a", NullReporter()
+        config(train_epochs=1, batch_size=4, batch_accumulation=3, val_interval=0),
+        tiny,
+        tmp_path / "a",
+        RecordingReporter(),
     )
-    b = train(config(train_epochs=1, batch_size=12, val_interval=0), tiny, tmp_path / "b", NullReporter())
+    b = train(config(train_epochs=1, batch_size=12, val_interval=0), tiny, tmp_path / "b", RecordingReporter())
     assert a["iterations"] == b["iterations"] == 3
     wa, wb = load_file(tmp_path / "a" / "snapshot_1.safetensors"), load_file(tmp_path / "b" / "snapshot_1.safetensors")
     for name in wa:
@@ -181,12 +184,12 @@ def test_resume_continues_exactly(tiny, tmp_path):
         solver_type="ADAM",
         learning_rate=0.001,
     )
-    straight = train(cfg, tiny, tmp_path / "straight", NullReporter())
+    straight = train(cfg, tiny, tmp_path / "straight", RecordingReporter())
     with pytest.raises(Stopped):
         train(cfg, tiny, tmp_path / "resumed", StopAfterSnapshots(2))
     assert checkpoint.list_snapshots(tmp_path / "resumed") == [1.0, 2.0]
     assert checkpoint.resume_epoch(tmp_path / "resumed") == 2.0
-    reporter = NullReporter()
+    reporter = RecordingReporter()
     resumed = train(cfg, tiny, tmp_path / "resumed", reporter, resume=True)
     assert any("Resuming at epoch 2" in line for line in reporter.lines)
     assert [e for e, _, _ in reporter.snapshots] == [3.0, 4.0]
@@ -203,14 +206,14 @@ def test_resume_continues_exactly(tiny, tmp_path):
 SLOW = dict(train_epochs=4, learning_rate=0.0003, val_interval=0.5, snapshot_interval=0)
 
 
-def val_rows(reporter: NullReporter) -> list[tuple[float, dict[str, float]]]:
+def val_rows(reporter: RecordingReporter) -> list[tuple[float, dict[str, float]]]:
     return [(e, v) for e, v, phase in reporter.rows if phase == "val"]
 
 
 def test_early_stopping_waits_while_val_loss_improves(tiny, tmp_path):
     # patience 1 would stop at the second validation if a fixed count (or the wrong direction,
     # or the accuracy) decided it
-    reporter = NullReporter()
+    reporter = RecordingReporter()
     summary = train(config(**SLOW, early_stopping="val_loss", early_stopping_patience=1), tiny, tmp_path, reporter)
     losses = [v["loss"] for _, v in val_rows(reporter)]
     assert all(b < a for a, b in zip(losses, losses[1:])), losses  # the premise
@@ -221,7 +224,7 @@ def test_early_stopping_waits_while_val_loss_improves(tiny, tmp_path):
 
 def test_early_stopping_on_val_loss_stops_after_patience(tiny, tmp_path):
     # learning rate 0: the val loss never improves after the first validation
-    reporter = NullReporter()
+    reporter = RecordingReporter()
     summary = train(
         config(train_epochs=30, learning_rate=0.0, early_stopping="val_loss", early_stopping_patience=2),
         tiny,
@@ -237,7 +240,7 @@ def test_early_stopping_on_val_accuracy(tiny, tmp_path):
     # the accuracy improves after the first validation, then sits at 100 %, where it cannot
     # improve: the run must stop exactly `patience` validations after reaching it
     patience = 2
-    reporter = NullReporter()
+    reporter = RecordingReporter()
     summary = train(
         config(**SLOW, early_stopping="val_accuracy", early_stopping_patience=patience), tiny, tmp_path, reporter
     )
@@ -254,7 +257,7 @@ def test_early_stopping_on_val_accuracy(tiny, tmp_path):
 
 
 def test_keep_best(tiny, tmp_path):
-    summary = train(config(train_epochs=2, keep_best=True), tiny, tmp_path, NullReporter())
+    summary = train(config(train_epochs=2, keep_best=True), tiny, tmp_path, RecordingReporter())
     model, meta = checkpoint.load_snapshot(tmp_path, "best")
     assert meta["epoch"] == summary["best_epoch"]
     assert meta["metrics"]["val_accuracy"] == summary["best_val_accuracy"]
@@ -262,12 +265,12 @@ def test_keep_best(tiny, tmp_path):
 
 def test_divergence_names_the_epoch_and_the_fix(tiny, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"epoch \d+\.\d+.*[Ll]ower the learning rate"):
-        train(config(learning_rate=1e6, lr_policy="fixed"), tiny, tmp_path, NullReporter())
+        train(config(learning_rate=1e6, lr_policy="fixed"), tiny, tmp_path, RecordingReporter())
     assert checkpoint.list_snapshots(tmp_path) == []
 
 
 def test_abort_raises_stopped_and_writes_nothing(tiny, tmp_path):
-    reporter = NullReporter()
+    reporter = RecordingReporter()
     reporter.stop = True
     with pytest.raises(Stopped):
         train(config(), tiny, tmp_path, reporter)
@@ -275,7 +278,7 @@ def test_abort_raises_stopped_and_writes_nothing(tiny, tmp_path):
 
 
 def test_top5_reported_with_ten_classes_and_pixel_mean(tiny10, tmp_path):
-    reporter = NullReporter()
+    reporter = RecordingReporter()
     train(config(train_epochs=1, use_mean="pixel"), tiny10, tmp_path, reporter)
     ((_, values, _),) = [r for r in reporter.rows if r[2] == "val"]
     assert set(values) == {"loss", "accuracy", "accuracy_top5"}
@@ -286,7 +289,7 @@ def test_top5_reported_with_ten_classes_and_pixel_mean(tiny10, tmp_path):
 
 def test_same_seed_same_weights(tiny, tmp_path):
     for name in ("a", "b"):
-        train(config(train_epochs=1, val_interval=0), tiny, tmp_path / name, NullReporter())
+        train(config(train_epochs=1, val_interval=0), tiny, tmp_path / name, RecordingReporter())
     wa, wb = (load_file(tmp_path / n / "snapshot_1.safetensors") for n in ("a", "b"))
     assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
 
@@ -297,7 +300,7 @@ def test_data_read_from_disk_trains_like_data_in_memory(tiny, tmp_path):
             config(train_epochs=1, val_interval=0, extra={"data_in_memory": in_memory}),
             tiny,
             tmp_path / name,
-            NullReporter(),
+            RecordingReporter(),
         )
     wa, wb = (load_file(tmp_path / n / "snapshot_1.safetensors") for n in ("ram", "disk"))
     assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
@@ -314,7 +317,7 @@ def test_png_storage_trains_like_raw_storage(tiny, tmp_path):
             config(train_epochs=1, val_interval=0, extra={"data_in_memory": in_memory}),
             dataset,
             tmp_path / name,
-            NullReporter(),
+            RecordingReporter(),
         )
     weights = [load_file(tmp_path / n / "snapshot_1.safetensors") for n in runs]
     assert all(np.array_equal(weights[0][k].numpy(), w[k].numpy()) for w in weights[1:] for k in weights[0])

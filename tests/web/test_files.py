@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Kiln
+from kiln.store import Store
+from tests.conftest import Kiln, ThreadServer
 
 
 @pytest.fixture
@@ -53,45 +54,27 @@ def test_paths_outside_the_jobs_folder_are_refused(kiln: Kiln, job_files: str, p
 
 def test_raw_dot_segments_over_a_socket(tmp_path: Path) -> None:
     """The same with literal `..` in the request line, as a raw HTTP client can send it."""
-    import asyncio
-    import threading
-
-    import uvicorn
-
-    kiln = Kiln(tmp_path / "data")
+    server = ThreadServer(tmp_path / "data", scheduler=False)
     try:
-        job_id = kiln.store.create_job("dataset", "d", {"spec": {}}, "alice")
-        (kiln.settings.jobs_dir / job_id).mkdir(parents=True)
-        (kiln.settings.jobs_dir / job_id / "labels.txt").write_text("a\n")
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(kiln.app, log_level="warning", lifespan="off"))
-        thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-        thread.start()
-        try:
-            while not server.started:
-                thread.join(0.02)
+        store = Store(server.settings.db_path)
+        job_id = store.create_job("dataset", "d", {"spec": {}}, "alice")
+        store.close()
+        (server.settings.jobs_dir / job_id).mkdir(parents=True)
+        (server.settings.jobs_dir / job_id / "labels.txt").write_text("a\n")
+        host, port = server.url.removeprefix("http://").split(":")
 
-            def raw_get(path: str) -> bytes:
-                with socket.create_connection(sock.getsockname(), timeout=10) as conn:
-                    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-                    reply = b""
-                    while chunk := conn.recv(65536):
-                        reply += chunk
-                return reply
+        def raw_get(path: str) -> bytes:
+            with socket.create_connection((host, int(port)), timeout=10) as conn:
+                conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                reply = b""
+                while chunk := conn.recv(65536):
+                    reply += chunk
+            return reply
 
-            assert raw_get(f"/files/{job_id}/labels.txt").startswith(b"HTTP/1.1 200")
-            for path in (
-                f"/files/{job_id}/../../kiln.db",
-                "/files/../kiln.db",
-                f"/files/{job_id}/../../../etc/hostname",
-            ):
-                reply = raw_get(path)
-                assert reply.startswith(b"HTTP/1.1 404"), (path, reply[:200])
-                assert b"SQLite format" not in reply
-        finally:
-            server.should_exit = True
-            thread.join(10)
-            sock.close()
+        assert raw_get(f"/files/{job_id}/labels.txt").startswith(b"HTTP/1.1 200")
+        for path in (f"/files/{job_id}/../../kiln.db", "/files/../kiln.db", f"/files/{job_id}/../../../etc/hostname"):
+            reply = raw_get(path)
+            assert reply.startswith(b"HTTP/1.1 404"), (path, reply[:200])
+            assert b"SQLite format" not in reply
     finally:
-        kiln.close()
+        server.stop()

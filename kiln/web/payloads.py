@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
 import kiln
+from kiln.datasets import packed_format
 from kiln.store import STATUS_CSS, Job, Store, elapsed, eta
 
 TYPE_NAMES = {"dataset": "Image Classification Dataset", "model": "Image Classification Model"}
 
 
 def read_manifest(jobs_dir: Path, job_id: str) -> dict[str, Any] | None:
-    path = jobs_dir / job_id / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return packed_format.read_manifest(jobs_dir / job_id)
 
 
 def dataset_dict(job: Job, jobs_dir: Path, verbose: bool = False) -> dict[str, Any]:
@@ -73,7 +72,7 @@ def model_dict(job: Job, store: Store, jobs_dir: Path, verbose: bool = False) ->
         "creation time": str(dt.datetime.fromtimestamp(job.created)),
         "username": job.username,
         "image dimensions": [spec.get("resize_height"), spec.get("resize_width"), spec.get("resize_channels")],
-        "mean file": "mean.npy",
+        "mean file": packed_format.MEAN_NPY,
         "mean subtraction": config.get("use_mean"),
         "snapshot file": Path(latest["path"]).name if latest else "no snapshots",
         "framework": "pytorch",
@@ -82,7 +81,7 @@ def model_dict(job: Job, store: Store, jobs_dir: Path, verbose: bool = False) ->
         "digits version": "6.1.1 (compatible)",
         "kiln version": kiln.__version__,
         "image resize mode": spec.get("resize_mode"),
-        "labels file": "labels.txt",
+        "labels file": packed_format.LABELS_TXT,
         "progress": job.progress,
         "error": job.error,
     }
