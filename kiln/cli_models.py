@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kiln.store import Store
+from kiln.jobs import actions
+from kiln.store import Job, Store
 
 # Form fields with a flag of their own (besides the --<field-name> flag every declared field gets).
 TRAIN_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
@@ -70,7 +71,7 @@ def add_model_commands(sub: argparse._SubParsersAction, field_options: bool = Tr
     classify.set_defaults(func=cmd_classify)
 
 
-def _find(store: Store, type_: str, key: str) -> dict[str, Any] | None:
+def _find(store: Store, type_: str, key: str) -> Job | None:
     job = store.get_job(key)
     if job and job.type == type_:
         return job
@@ -115,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return print_form_errors(exc.errors)
         worst = 0
         for job_id in ids:
-            job = store.get_job(job_id)
+            job = actions.get_job(store, job_id)
             print(f"model job {job_id} ({job.name})", flush=True)
             if args.queue:
                 continue
@@ -134,7 +135,7 @@ def _train_one(settings: Any, store: Store, job_id: str) -> int:
     from kiln.cli_common import report_end as _report_end
     from kiln.cli_common import run_here
 
-    epochs = float(store.get_job(job_id).params["config"]["train_epochs"])
+    epochs = float(actions.get_job(store, job_id).params["config"]["train_epochs"])
     t = tqdm(
         total=epochs, unit="epoch", bar_format="{l_bar}{bar}| {n:.2f}/{total:g} epochs [{elapsed}<{remaining}{postfix}]"
     )

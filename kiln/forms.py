@@ -39,8 +39,8 @@ def coerce(name: str, raw: Any, hint: Any, errors: dict[str, list[str]]) -> Any:
 
 
 def parse_into(
-    cls: type, form: dict[str, Any], errors: dict[str, list[str]], skip: set[str] = frozenset()
-) -> dict[str, Any]:  # type: ignore[assignment]
+    cls: type, form: dict[str, Any], errors: dict[str, list[str]], skip: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """Values for the dataclass fields present in the form."""
     hints = get_type_hints(cls)
     out: dict[str, Any] = {}

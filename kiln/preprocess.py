@@ -135,9 +135,7 @@ class Preprocess:
         """
         from kiln.datasets.images import load_image, resize_image
 
-        if isinstance(source, (bytes, bytearray)):
-            source = io.BytesIO(source)
-        arr = load_image(source, self.channels)
+        arr = load_image(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, self.channels)
         # fill / half_crop pad with noise: a fixed stream makes a prediction repeatable
         arr = resize_image(arr, self.height, self.width, self.resize_mode, rng=np.random.default_rng(0))
         if arr.ndim == 2:
@@ -167,8 +165,8 @@ class Preprocess:
         if not size or (size == h and size == w):
             return x
         if not train:
-            top, left = (h - size) // 2, (w - size) // 2
-            return x[:, :, top : top + size, left : left + size].contiguous(memory_format=torch.channels_last)
+            y0, x0 = (h - size) // 2, (w - size) // 2
+            return x[:, :, y0 : y0 + size, x0 : x0 + size].contiguous(memory_format=torch.channels_last)
         gen_device = generator.device if generator is not None else "cpu"
         top = torch.randint(0, h - size + 1, (n,), generator=generator, device=gen_device).to(x.device)
         left = torch.randint(0, w - size + 1, (n,), generator=generator, device=gen_device).to(x.device)

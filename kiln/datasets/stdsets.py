@@ -63,7 +63,7 @@ def _mnist_arrays() -> Arrays:
     try:
         group = zarr.open_group(zip_store, mode="r")
         return {
-            split: (np.asarray(group[f"{split}_images"][:]), np.asarray(group[f"{split}_labels"][:]))
+            split: (np.asarray(group[f"{split}_images"][:]), np.asarray(group[f"{split}_labels"][:]))  # type: ignore[index]
             for split in ("train", "test")
         }
     finally:

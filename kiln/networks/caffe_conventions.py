@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-from torch import nn
 
 
 def fan_in(weight: torch.Tensor) -> int:
@@ -21,14 +21,16 @@ def xavier_(weight: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fill_(layer: nn.Conv2d | nn.Linear, weight: str | float, bias: float = 0.0) -> None:
+def fill_(layer: Any, weight: str | float, bias: float = 0.0) -> None:
     """Fill ``layer``: ``weight`` is "xavier" or the std of Caffe's "gaussian" filler; bias constant."""
+    w, b = layer.weight, getattr(layer, "bias", None)
+    assert isinstance(w, torch.Tensor), f"{type(layer).__name__} has no weight to fill"
     if weight == "xavier":
-        xavier_(layer.weight)
+        xavier_(w)
     else:
-        layer.weight.normal_(0.0, float(weight))
-    if layer.bias is not None:
-        layer.bias.fill_(bias)
+        w.normal_(0.0, float(weight))
+    if isinstance(b, torch.Tensor):
+        b.fill_(bias)
 
 
 def conv_out(size: int, kernel: int, stride: int = 1, pad: int = 0) -> int:

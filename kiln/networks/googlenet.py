@@ -111,7 +111,7 @@ class GoogLeNet(nn.Module):
         for classifier in (self.classifier, self.aux1.classifier, self.aux2.classifier):
             fill_(classifier, "xavier", 0.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         x = self.norm1(self.pool1(self.conv1(x)))
         x = self.pool2(self.norm2(self.conv2(self.conv2_reduce(x))))
         x = self.pool3(self.inception_3b(self.inception_3a(x)))

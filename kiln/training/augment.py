@@ -146,6 +146,7 @@ class Augmenter:
 
     def _hsv_shift(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
         """Shift hue (wrapping), saturation and value by normal amounts per image."""
+        assert self.hsv is not None
         h, s, v = _rgb_to_hsv(x.clamp(0, 255) / 255)
         dh, ds, dv = (draw.normal((x.shape[0], 1, 1)) * sigma for sigma in self.hsv)
         h = torch.remainder(h + dh, 1.0)

@@ -97,7 +97,8 @@ def _build(cls: type[torch.optim.Optimizer], groups: list[dict[str, Any]], **kwa
     params = [p for group in groups for p in group["params"]]
     devices = {p.device.type for p in params}
     fused = len(devices) == 1 and cls in _FUSED.get(devices.pop(), ()) and all(p.is_floating_point() for p in params)
-    return cls(groups, **({"fused": True} if fused else {"foreach": True}), **kwargs)
+    speed: dict[str, Any] = {"fused": True} if fused else {"foreach": True}
+    return cls(groups, **speed, **kwargs)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
