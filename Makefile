@@ -7,12 +7,15 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 DATA_DIR ?= kiln-data
 
-.PHONY: run test install test-deps bench clean
+.PHONY: run test install test-deps lint lock docs bench clean
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every version `make run` and CI install (pip-tools; `make lock` remakes it
+# from pyproject.toml's ranges). kiln itself is installed from the tree without resolving again.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,8 +35,22 @@ test-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null || true; \
 	fi
 
-test: $(STAMP) test-deps
+lint: $(STAMP)
+	$(BIN)/ruff check kiln tests bench
+	$(BIN)/ruff format --check kiln tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m kiln.docs_gen --check
+
+test: $(STAMP) test-deps lint
 	$(BIN)/python -m pytest -q
+
+lock: $(STAMP)
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra test --strip-extras --no-emit-index-url --no-emit-find-links \
+		-o requirements.lock pyproject.toml
+
+docs: $(STAMP)
+	$(BIN)/python -m kiln.docs_gen
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_dataset.py
