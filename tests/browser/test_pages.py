@@ -143,6 +143,10 @@ def test_dataset_form_errors_shown_next_to_fields(page: Any, live_server: Server
     assert "broken" not in names, names
 
 
+def train_x(server: Server, model_id: str) -> list[float]:
+    return server.client.get(f"/models/{model_id}/metrics.json").json()["series"]["loss (train)"]["x"]
+
+
 def test_model_train_abort_resume_classify(page: Any, live_server: Server, make_folder: Callable[..., Path]) -> None:
     """A model far too long to finish during the test, so each abort finds it running on any machine."""
     folder = make_folder({"circle": 60, "hot_dog": 60, "square": 60})
@@ -181,7 +185,7 @@ def test_model_train_abort_resume_classify(page: Any, live_server: Server, make_
     expect(page.locator("#abort-job")).to_be_hidden()
     before = chart_points(page)
     assert before >= second
-    stopped_at = max(live_server.client.get(f"/models/{model_id}/metrics.json").json()["series"]["loss (train)"]["x"])
+    stopped_at = max(train_x(live_server, model_id))
     assert stopped_at < 1000
     assert_not_reloaded(page)
 
@@ -190,12 +194,16 @@ def test_model_train_abort_resume_classify(page: Any, live_server: Server, make_
     page.wait_for_function(  # the chart goes on growing after the resume, live
         "n => +document.querySelector('#combined-chart').dataset.points > n", arg=before, timeout=120_000
     )
+    deadline = time.monotonic() + 120
+    while max(train_x(live_server, model_id)) <= stopped_at:  # and training goes past where it stopped
+        assert time.monotonic() < deadline, "no progress after resuming"
+        time.sleep(0.2)
     expect(page.locator("#abort-job")).to_be_visible()
     page.click("#abort-job")
     expect(status).to_have_text("Aborted")
     history = page.locator("#job-history td:first-child").all_inner_texts()
     assert history == ["Initialized", "Running", "Aborted", "Initialized", "Running", "Aborted"], history
-    train = live_server.client.get(f"/models/{model_id}/metrics.json").json()["series"]["loss (train)"]["x"]
+    train = train_x(live_server, model_id)
     assert train == sorted(set(train)) and max(train) > stopped_at
     assert_not_reloaded(page)
 
