@@ -7,14 +7,17 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from kiln.datasets import packed_format
 from kiln.datasets.spec import ENCODINGS, RESIZE_MODES, DatasetSpec
 from kiln.forms import FormErrors
-from kiln.jobs.dataset_form import UPLOAD_FIELDS, create_dataset_job, save_uploads, spec_from_form
+from kiln.jobs.dataset_form import UPLOAD_FIELDS, create_dataset_job, discard_uploads, save_uploads, spec_from_form
 from kiln.store import new_job_id
+from kiln.web import form_docs
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
+from kiln.web.offload import run_heavy
 from kiln.web.payloads import dataset_dict, read_manifest
 from kiln.web.routes_jobs import job_state
 
@@ -37,7 +40,6 @@ def _form_page(request: Request, values: dict[str, Any], errors: dict[str, list[
         {
             "v": values,
             "errors": errors,
-            "user": request.cookies.get("username"),
             "resize_modes": list(RESIZE_MODES.items()),
             "encodings": list(ENCODINGS.items()),
         },
@@ -45,16 +47,22 @@ def _form_page(request: Request, values: dict[str, Any], errors: dict[str, list[
     )
 
 
-@router.post("/datasets/images/classification.json")
-@router.post("/datasets/images/classification")
+@router.post("/datasets/images/classification.json", openapi_extra=form_docs.dataset_form())
+@router.post("/datasets/images/classification", openapi_extra=form_docs.dataset_form())
 async def create_dataset(request: Request, store: StoreDep, settings: SettingsDep, user: UserDep) -> Response:
     form = await request.form()
     job_id = new_job_id()
+    upload_dir, uploaded = settings.jobs_dir / job_id, []
     try:
         spec = spec_from_form({k: v for k, v in form.items() if isinstance(v, str)})
-        save_uploads(await _uploaded_lists(form), settings.jobs_dir / job_id, spec)
-        create_dataset_job(store, settings, spec, user, job_id)
-    except FormErrors as exc:
+        # uploaded lists are copied from Starlette's spooled files a chunk at a time, off the event loop
+        uploaded = await run_in_threadpool(save_uploads, _uploaded_lists(form), upload_dir, spec)
+        # validation scans the folders (up to thousands of directory reads): off the event loop
+        await run_heavy(request, create_dataset_job, store, settings, spec, user.name, job_id)
+    except BaseException as exc:
+        discard_uploads(upload_dir, uploaded)  # no job, so no orphaned upload either
+        if not isinstance(exc, FormErrors):
+            raise
         if wants_json(request):
             return JSONResponse({"errors": exc.errors}, status_code=400)
         values = {**DatasetSpec().to_dict(), **{k: v for k, v in form.items() if isinstance(v, str)}}
@@ -64,10 +72,10 @@ async def create_dataset(request: Request, store: StoreDep, settings: SettingsDe
     return RedirectResponse(f"/datasets/{job_id}", status_code=302)
 
 
-async def _uploaded_lists(form: Any) -> dict[str, bytes]:
-    """The text lists sent as files (an empty file input sends a part with no filename)."""
+def _uploaded_lists(form: Any) -> dict[str, Any]:
+    """The text lists sent as files (an empty file input sends a part with no filename), as file objects."""
     return {
-        field: await item.read()
+        field: item.file
         for field in UPLOAD_FIELDS
         if isinstance(item := form.get(field), UploadFile) and item.filename
     }
@@ -124,7 +132,6 @@ def explore(
             "total": len(indices),
             "items": [(int(i), ds.labels[int(targets[i])]) for i in shown],
             "page_range": range(max(0, page - 5), min(pages, page + 6)),
-            "user": request.cookies.get("username"),
         },
     )
 
@@ -164,7 +171,6 @@ def show_dataset(request: Request, job_id: str, store: StoreDep, settings: Setti
             "state": job_state(job, store),
             "models": store.models_using(job_id),
             "logs": store.logs(job_id, 30),
-            "user": request.cookies.get("username"),
             "directory": settings.jobs_dir / job_id,
         },
     )

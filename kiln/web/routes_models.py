@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -12,11 +13,14 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
+from kiln.fields import FieldError
 from kiln.forms import FormErrors
 from kiln.jobs.model_form import RECIPES, create_model_jobs
 from kiln.store import Job, Store
 from kiln.training.config import TrainConfig
+from kiln.web import form_docs
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
+from kiln.web.offload import run_heavy
 from kiln.web.payloads import model_dict
 from kiln.web.routes_jobs import job_state
 
@@ -76,37 +80,17 @@ def _form_page(
             "recipes": RECIPES,
             "F": FIELDS,
             "devices": list(DEVICES.items()),
-            "user": request.cookies.get("username"),
         },
         status_code=status,
     )
 
 
-def _model_form_body() -> dict[str, Any]:
-    """OpenAPI request body of the model form, from the fields' declarations."""
-    from kiln.networks.registry import list_networks
-    from kiln.training.options import form_schema
-
-    schema = form_schema(
-        {
-            "dataset": {"type": "string", "description": "dataset job id"},
-            "model_name": {"type": "string"},
-            "group_name": {"type": "string"},
-            "method": {"type": "string", "enum": ["standard"]},
-            "standard_networks": {"type": "string", "enum": [n.name for n in list_networks()]},
-        }
-    )
-    schema["required"] = ["dataset", "model_name", "standard_networks"]
-    content = {kind: {"schema": schema} for kind in ("multipart/form-data", "application/x-www-form-urlencoded")}
-    return {"requestBody": {"required": True, "content": content}}
-
-
-@router.post("/models/images/classification.json", openapi_extra=_model_form_body())
-@router.post("/models/images/classification", openapi_extra=_model_form_body())
+@router.post("/models/images/classification.json", openapi_extra=form_docs.model_form())
+@router.post("/models/images/classification", openapi_extra=form_docs.model_form())
 async def create_model(request: Request, store: StoreDep, settings: SettingsDep, user: UserDep) -> Response:
     form = {k: v for k, v in (await request.form()).items()}
     try:
-        ids = create_model_jobs(form, store, settings, user)
+        ids = await run_heavy(request, create_model_jobs, form, store, settings, user.name)  # a sweep: many rows
     except FormErrors as exc:
         if wants_json(request):
             return JSONResponse({"errors": exc.errors}, status_code=400)
@@ -117,17 +101,55 @@ async def create_model(request: Request, store: StoreDep, settings: SettingsDep,
     return RedirectResponse(f"/models/{ids[0]}" if len(ids) == 1 else "/", status_code=302)
 
 
-@router.post("/models/visualize-lr")
+@router.post("/models/visualize-lr", openapi_extra=form_docs.lr_preview())
 async def visualize_lr(request: Request) -> Response:
     """DIGITS' LR preview: one column of 101 values (0..100 % of training) per learning rate."""
     from kiln.training.lr_policy import preview
 
     form = dict(await request.form())
     try:
-        columns = preview(form)
+        _check_lr_sizes(form)
+        _check_lr_lists(form)
+        try:
+            columns = await run_heavy(request, preview, form)
+        except ArithmeticError:  # a policy's power or exponent overflows
+            columns = None
+        if columns is None or not all(isinstance(v, (int, float)) and math.isfinite(v) for c in columns for v in c[1:]):
+            raise _overflow(form)
+    except FieldError as exc:
+        return JSONResponse({"errors": {exc.field: [exc.message]}}, status_code=400)
     except (ValueError, KeyError) as exc:
         return JSONResponse({"errors": {"learning_rate": [str(exc)]}}, status_code=400)
     return JSONResponse({"data": {"columns": columns}})
+
+
+MAX_LR_FIELD = 1024  # characters in one learning-rate field of the preview, checked before any parsing
+
+
+def _check_lr_sizes(form: dict[str, Any]) -> None:
+    for name, value in form.items():
+        if (name == "learning_rate" or name.startswith("lr_")) and len(str(value)) > MAX_LR_FIELD:
+            raise FieldError(name, f"At most {MAX_LR_FIELD} characters, got {len(str(value))}.")
+
+
+def _overflow(form: dict[str, Any]) -> FieldError:
+    """The preview's curve leaves the floats: name the fields of the chosen policy."""
+    policy = str(form.get("lr_policy") or TrainConfig().lr_policy)
+    names = [n for n in sorted(form) if n.startswith(f"lr_{policy}_")] or ["learning_rate"]
+    return FieldError(names[0], f"The {policy} policy overflows with {', '.join(names)} as given: use smaller values.")
+
+
+MAX_LR_STEPS = 100  # lr_multistep_values in one preview or model
+
+
+def _check_lr_lists(form: dict[str, Any]) -> None:
+    """The preview's comma lists are bounded (counted before anything is parsed): ValueError."""
+    from kiln.jobs.model_form import MAX_SWEEP_JOBS
+
+    for name, most in (("learning_rate", MAX_SWEEP_JOBS), ("lr_multistep_values", MAX_LR_STEPS)):
+        count = str(form.get(name) or "").count(",") + 1
+        if count > most:
+            raise ValueError(f"{name}: at most {most} comma-separated values, got {count}.")
 
 
 # -- showing --------------------------------------------------------------------------------------
@@ -228,7 +250,6 @@ def show_model(request: Request, job_id: str, store: StoreDep, settings: Setting
             "snapshots": [s for s in store.snapshots(job_id) if s["info"].get("kind", "epoch") == "epoch"],
             "best": best_epoch(store, job_id),
             "logs": store.logs(job_id, 40),
-            "user": request.cookies.get("username"),
             "directory": settings.jobs_dir / job_id,
         },
     )
@@ -279,8 +300,9 @@ def _model_dir(store: Store, settings: Any, job_id: str | None) -> Path:
     return job_dir
 
 
-@router.api_route("/models/images/classification/classify_one.json", methods=["POST"])
-@router.api_route("/models/images/classification/classify_one", methods=["GET", "POST"])
+@router.post("/models/images/classification/classify_one.json", openapi_extra=form_docs.classify_one())
+@router.post("/models/images/classification/classify_one", openapi_extra=form_docs.classify_one())
+@router.get("/models/images/classification/classify_one", include_in_schema=False)
 async def classify_one(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     form = await request.form()
     job_id = form.get("job_id") or request.query_params.get("job_id")
@@ -297,10 +319,10 @@ async def classify_one(request: Request, store: StoreDep, settings: SettingsDep)
     else:
         raise HTTPException(400, "must provide image_path or image_file")
     try:
-        pred = predictor_for(job_dir, _epoch(form.get("snapshot_epoch")))
+        pred = await run_heavy(request, predictor_for, job_dir, _epoch(form.get("snapshot_epoch")))
     except (FileNotFoundError, ValueError) as exc:
         raise HTTPException(400, f"snapshot_epoch: {exc}") from None
-    result = pred.classify([source])[0]
+    result = (await run_heavy(request, pred.classify, [source]))[0]
     if result.error:
         raise HTTPException(400, f"image_file: {result.error}")
     predictions = [[label, pct] for label, pct in result]
@@ -314,15 +336,14 @@ async def classify_one(request: Request, store: StoreDep, settings: SettingsDep)
             "image": shown,
             "job_id": job_id,
             "epoch": pred.epoch,
-            "user": request.cookies.get("username"),
         },
     )
 
 
-@router.post("/models/images/classification/classify_many.json")
-@router.post("/models/images/classification/classify_many")
+@router.post("/models/images/classification/classify_many.json", openapi_extra=form_docs.classify_many())
+@router.post("/models/images/classification/classify_many", openapi_extra=form_docs.classify_many())
 async def classify_many(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
-    from kiln.inference.many import classify_list
+    from kiln.inference.many import ListTooLong, classify_list
 
     form = await request.form()
     job_dir = _model_dir(store, settings, str(form.get("job_id") or request.query_params.get("job_id") or ""))
@@ -335,19 +356,27 @@ async def classify_many(request: Request, store: StoreDep, settings: SettingsDep
         raise HTTPException(400, f"image_folder: no such folder {folder}.")
     try:
         limit = int(form["num_test_images"]) if form.get("num_test_images") else None
-        pred = predictor_for(job_dir, _epoch(form.get("snapshot_epoch")))
+        if limit is not None and limit < 0:
+            raise ValueError(f"must not be negative, got {limit}")
+        pred = await run_heavy(request, predictor_for, job_dir, _epoch(form.get("snapshot_epoch")))
     except ValueError as exc:
         raise HTTPException(400, f"num_test_images / snapshot_epoch: {exc}") from None
-    report = classify_list(pred, text, folder or None, limit)
-    if wants_json(request):
-        return JSONResponse(report.to_json())
-    return request.app.state.templates.TemplateResponse(
-        request,
-        "classify_many.html",
-        {
-            "report": report,
-            "labels": pred.labels,
-            "job_id": form.get("job_id"),
-            "user": request.cookies.get("username"),
-        },
-    )
+
+    def answer() -> Response:  # on a heavy thread: classifying, and rendering thousands of rows
+        report = classify_list(pred, text, folder or None, limit, settings.max_classify_images)
+        if wants_json(request):
+            return JSONResponse(report.to_json())
+        return request.app.state.templates.TemplateResponse(
+            request,
+            "classify_many.html",
+            {
+                "report": report,
+                "labels": pred.labels,
+                "job_id": form.get("job_id"),
+            },
+        )
+
+    try:
+        return await run_heavy(request, answer)
+    except ListTooLong as exc:
+        raise HTTPException(400, str(exc)) from None
