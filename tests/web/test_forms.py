@@ -48,19 +48,10 @@ def problem(field: dict[str, str | None]) -> str | None:
     return None
 
 
-STEP_ESCAPED = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: macros.html fnum joins a str with the Markup `bounds` by `~`, which escapes the quotes: "
-        "step=&#34;any&#34;, so the browser uses step 1 and refuses momentum 0.9 (the form never submits)"
-    ),
-)
-
-
 @pytest.mark.parametrize(
     "url",
     [
-        pytest.param("/models/images/classification/new", marks=STEP_ESCAPED),
+        "/models/images/classification/new",
         "/datasets/images/classification/new",
     ],
 )
