@@ -16,6 +16,13 @@ class Settings:
     )
     host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (KILN_HOST)"})
     port: int = field(default=5000, metadata={"help": "Port to listen on, DIGITS' 5000 (KILN_PORT)"})
+    allowed_hosts: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated host names browsers may reach kiln by, besides localhost, IP addresses and "
+            "--host (KILN_ALLOWED_HOSTS); other Host headers get 400 (DNS rebinding); '*' = any name"
+        },
+    )
     data_roots: str = field(
         default="",
         metadata={
@@ -28,6 +35,35 @@ class Settings:
         metadata={"help": "Jobs that may run at once, each in its own worker process (KILN_MAX_RUNNING_JOBS)"},
     )
     max_upload_mb: int = field(default=512, metadata={"help": "Largest accepted upload in MB (KILN_MAX_UPLOAD_MB)"})
+    heavy_threads: int = field(
+        default=2,
+        metadata={
+            "help": "Heavy requests (classify, LR preview, model sweeps, dataset checks) run on this many "
+            "worker threads at most, off the event loop (KILN_HEAVY_THREADS)"
+        },
+    )
+    heavy_queue: int = field(
+        default=16,
+        metadata={"help": "Heavy requests that may wait for a thread; more are answered 503, retry (KILN_HEAVY_QUEUE)"},
+    )
+    max_classify_images: int = field(
+        default=100_000,
+        metadata={"help": "Most images one classify_many list may name (KILN_MAX_CLASSIFY_IMAGES)"},
+    )
+    auth: str = field(
+        default="",
+        metadata={
+            "help": "How people log in (KILN_AUTH): 'loopback' (DIGITS' username-only login, one person at this "
+            "machine) or 'accounts' (passwords, admins, API tokens: `kiln users add NAME --admin`); empty = "
+            "loopback while listening on 127.0.0.1/::1/localhost, accounts anywhere else"
+        },
+    )
+    max_image_mb: int = field(
+        default=64,
+        metadata={
+            "help": "Largest file kiln reads from a user-given path (an image, a list), in MB (KILN_MAX_IMAGE_MB)"
+        },
+    )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -42,6 +78,10 @@ class Settings:
         s.port = int(s.port)
         s.max_running_jobs = int(s.max_running_jobs)
         s.max_upload_mb = int(s.max_upload_mb)
+        s.heavy_threads = max(1, int(s.heavy_threads))
+        s.heavy_queue = max(0, int(s.heavy_queue))
+        s.max_classify_images = max(1, int(s.max_classify_images))
+        s.max_image_mb = int(s.max_image_mb)
         return s
 
     @property
@@ -57,6 +97,23 @@ class Settings:
         """Folders dataset paths must lie in; None means unrestricted."""
         roots = [Path(p).resolve() for p in self.data_roots.split(os.pathsep) if p.strip()]
         return roots or None
+
+    @property
+    def max_file_bytes(self) -> int:
+        """Bytes kiln reads at most from one user-given file (kiln.paths.read_bounded)."""
+        return self.max_image_mb << 20
+
+    def worker_env(self) -> dict[str, str]:
+        """The settings a worker process must share with the server that starts it, as KILN_* variables
+        (the worker builds its Settings from the environment)."""
+        return {"KILN_DATA_ROOTS": self.data_roots or "", "KILN_MAX_IMAGE_MB": str(self.max_image_mb)}
+
+    @property
+    def auth_mode(self) -> str:
+        """'loopback' or 'accounts' (kiln.accounts): KILN_AUTH, else decided by the address kiln listens on."""
+        if self.auth.strip():
+            return self.auth.strip().lower()
+        return "loopback" if self.host in LOOPBACK else "accounts"
 
     def check(self) -> list[str]:
         """Problems that must stop the server from starting."""

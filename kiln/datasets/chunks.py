@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from kiln.datasets.images import ImageLoadError, encode_image, load_image, resize_image
+from kiln.datasets.images import DEFAULT_MAX_BYTES, ImageLoadError, encode_image, load_image, resize_image
 from kiln.datasets.packed_format import PIXEL_DTYPE, storage_for
 from kiln.datasets.spec import DatasetSpec
 
@@ -30,9 +30,10 @@ class ImageParams:
     mode: str
     encoding: str
     seed: int
+    max_bytes: int = DEFAULT_MAX_BYTES  # read per image file (KILN_MAX_IMAGE_MB)
 
     @classmethod
-    def from_spec(cls, spec: DatasetSpec) -> ImageParams:
+    def from_spec(cls, spec: DatasetSpec, max_bytes: int = DEFAULT_MAX_BYTES) -> ImageParams:
         return cls(
             int(spec.resize_channels),
             int(spec.resize_height),
@@ -40,6 +41,7 @@ class ImageParams:
             spec.resize_mode,
             spec.encoding,
             int(spec.seed or 0),
+            max_bytes,
         )
 
     @property
@@ -100,7 +102,8 @@ def _decode_all(task: ChunkTask) -> tuple[np.ndarray, np.ndarray, list[tuple[int
     n = 0
     for i, path in enumerate(task.paths):
         try:
-            out[n] = resize_image(load_image(path, params.channels), params.height, params.width, params.mode, rng)
+            image = load_image(path, params.channels, max_bytes=params.max_bytes)
+            out[n] = resize_image(image, params.height, params.width, params.mode, rng)
         except ImageLoadError as exc:
             errors.append((i, str(exc)))
             continue

@@ -20,8 +20,9 @@ from kiln.datasets import packed_format as fmt
 from kiln.datasets.chunks import Chunk, ChunkTask, ImageParams, decode_chunk, worker_init
 from kiln.datasets.pack_writers import ErrorLog, PackTarget, SplitWriter
 from kiln.datasets.pool import OrderedPool, start_method  # noqa: F401  (start_method: kiln.datasets.stdsets)
-from kiln.datasets.sources import SPLITS, DatasetInputError, Entry, SourceLists, collect_images
+from kiln.datasets.sources import SPLITS, UNRESTRICTED, DatasetInputError, Entry, SourceLists, collect_images
 from kiln.datasets.spec import DatasetSpec
+from kiln.paths import ReadPolicy
 from kiln.reporting import Reporter, Stopped
 
 PARSE_SHARE = 0.05  # progress fraction given to parsing
@@ -57,9 +58,10 @@ def _train_field(spec: DatasetSpec) -> str:
 class _Build:
     """One build's state: the split being written, the error log and the manifest filled in."""
 
-    def __init__(self, job_dir: Path, spec: DatasetSpec, src: SourceLists, reporter: Reporter) -> None:
+    def __init__(self, job_dir: Path, spec: DatasetSpec, src: SourceLists, reporter: Reporter, max_bytes: int) -> None:
         self.spec, self.src, self.reporter = spec, src, reporter
-        self.target = PackTarget(fmt.PackedFiles(job_dir), ImageParams.from_spec(spec), len(src.labels))
+        params = ImageParams.from_spec(spec, max_bytes)
+        self.target = PackTarget(fmt.PackedFiles(job_dir), params, len(src.labels))
         self.splits = [s for s in SPLITS if src.splits.get(s)]
         self.total = sum(len(src.splits[s]) for s in self.splits)
         self.inverted = bool(spec.add_inverted)
@@ -141,8 +143,8 @@ class _Build:
         self.manifest["mean_pixel"] = [float(v) for v in mean.reshape(-1, mean.shape[2]).mean(axis=0)]
 
 
-def _parse(spec: DatasetSpec, job_dir: Path, reporter: Reporter) -> SourceLists:
-    src = collect_images(spec, reporter.log)
+def _parse(spec: DatasetSpec, job_dir: Path, reporter: Reporter, policy: ReadPolicy) -> SourceLists:
+    src = collect_images(spec, reporter.log, policy)
     reporter.log(f"Found {src.parse_info()['found']} images in {len(src.labels)} categories.")
     for split in SPLITS:
         reporter.log(f"Selected {len(src.splits.get(split) or [])} for {SPLIT_NAMES[split]}.")
@@ -154,9 +156,17 @@ def _parse(spec: DatasetSpec, job_dir: Path, reporter: Reporter) -> SourceLists:
 
 
 def build_dataset(
-    spec: DatasetSpec, job_dir: Path, reporter: Reporter, workers: int = 2, chunk_size: int | None = None
+    spec: DatasetSpec,
+    job_dir: Path,
+    reporter: Reporter,
+    workers: int = 2,
+    chunk_size: int | None = None,
+    policy: ReadPolicy = UNRESTRICTED,
 ) -> dict:
     """Build the packed dataset that spec describes in job_dir and return its manifest.
+
+    Everything read obeys `policy` (kiln.paths.ReadPolicy: the data roots, symlinks resolved, and
+    the bytes read per file); a dataset job passes the server's, see kiln.jobs.dataset_job.
 
     Raises DatasetInputError for problems with the user's input (field, message), and
     kiln.reporting.Stopped when reporter.should_stop() turns true (checked after every chunk).
@@ -168,7 +178,7 @@ def build_dataset(
     reporter.progress(0.0, "Parsing image lists")
     pool = OrderedPool(workers, reporter.log, initializer=worker_init)  # starts while parsing runs
     try:
-        build = _Build(job_dir, spec, _parse(spec, job_dir, reporter), reporter)
+        build = _Build(job_dir, spec, _parse(spec, job_dir, reporter, policy), reporter, policy.max_bytes)
         size = chunk_size or chunks.chunk_size(build.total, build.target.params.item_bytes, pool.workers)
         build.run(pool, size)
     finally:

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from kiln import paths
+
 
 @dataclass
 class DatasetSpec:
@@ -58,12 +60,14 @@ class DatasetSpec:
 # ---------------------------------------------------------------- validation (cheap checks only)
 
 MAX_SIDE = 4096
+MAX_PER_CLASS = 100_000_000  # images per class and split: more than any folder holds, still a finite bound
+MAX_SEED = 2**32 - 1  # what NumPy's and PyTorch's generators accept everywhere
 # Implemented by kiln.datasets.images (resize, encode); labels are what forms show.
 RESIZE_MODES = {"squash": "Squash", "crop": "Crop", "fill": "Fill", "half_crop": "Half crop, half fill"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
 ENCODINGS = {"none": "None (raw, fastest to train)", "png": "PNG (lossless)", "jpg": "JPEG (lossy, 90% quality)"}
 METHODS = ("folder", "textfile")
-ROOTS_SETTING = "KILN_DATA_ROOTS (--data-roots)"
+ROOTS_SETTING = paths.ROOTS_SETTING
 
 
 class _Errors(dict):
@@ -98,11 +102,6 @@ def _check_int(
     return None
 
 
-def _inside(path: Path, roots: list[Path]) -> bool:
-    real = path.resolve()
-    return any(real == r.resolve() or real.is_relative_to(r.resolve()) for r in roots)
-
-
 def _check_path(
     errors: _Errors, spec: DatasetSpec, name: str, label: str, kind: str, roots: list[Path] | None
 ) -> Path | None:
@@ -115,20 +114,11 @@ def _check_path(
     if not path.is_absolute():
         errors.add(name, f"{label} must be an absolute path on the server (got {raw!r})")
         return None
-    if roots is not None and not _inside(path, roots):
-        errors.add(
-            name,
-            f"{raw} is outside the folders this server may read; allowed: "
-            f"{', '.join(str(r) for r in roots)} (setting {ROOTS_SETTING})",
-        )
+    try:  # kiln.paths: the one rule for user-given paths (roots after symlinks, regular files only)
+        return paths.check_readable(path, roots, kind)
+    except paths.PathRefused as exc:
+        errors.add(name, f"{raw} {exc}")
         return None
-    if kind == "dir" and not path.is_dir():
-        errors.add(name, f"{raw} {'is not a folder' if path.exists() else 'does not exist'}")
-        return None
-    if kind == "file" and not path.is_file():
-        errors.add(name, f"{raw} {'is not a file' if path.exists() else 'does not exist'}")
-        return None
-    return path
 
 
 def _has_image(folder: str, budget: list[int]) -> bool:
@@ -189,8 +179,12 @@ def _check_folder_method(errors: _Errors, spec: DatasetSpec, roots: list[Path] |
             continue
         if split != "train":
             _check_path(errors, spec, f"folder_{split}", f"{split.capitalize()} images folder", "dir", roots)
-        lo = _check_int(errors, spec, f"folder_{split}_min_per_class", 1, None, "Minimum samples per class", blank=1)
-        hi = _check_int(errors, spec, f"folder_{split}_max_per_class", 1, None, "Maximum samples per class", blank=0)
+        lo = _check_int(
+            errors, spec, f"folder_{split}_min_per_class", 1, MAX_PER_CLASS, "Minimum samples per class", blank=1
+        )
+        hi = _check_int(
+            errors, spec, f"folder_{split}_max_per_class", 1, MAX_PER_CLASS, "Maximum samples per class", blank=0
+        )
         if lo is not None and hi and hi < lo:
             errors.add(
                 f"folder_{split}_max_per_class", f"Maximum samples per class ({hi}) must be at least the minimum ({lo})"
@@ -214,10 +208,13 @@ def validate_spec(spec: DatasetSpec, allowed_roots: list[Path] | None) -> dict[s
     resolved) and, for method=folder, a quick look for at least 2 class sub-folders with images.
     """
     errors = _Errors()
+    if allowed_roots is not None:
+        allowed_roots = [paths.resolve(r) for r in allowed_roots]
     if not str(spec.dataset_name or "").strip():
         errors.add("dataset_name", "A dataset name is required")
     for name, label in (("resize_width", "Width"), ("resize_height", "Height")):
         _check_int(errors, spec, name, 1, MAX_SIDE, label)
+    _check_int(errors, spec, "seed", 0, MAX_SEED, "Seed", blank=0)
     if _int_or_none(spec.resize_channels) not in (1, 3):
         errors.add("resize_channels", f"Image type must be 1 (grayscale) or 3 (color), not {spec.resize_channels!r}")
     for name, choices in (("resize_mode", RESIZE_MODES), ("encoding", ENCODINGS), ("method", METHODS)):

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from kiln import paths
+
 LINE = re.compile(r"^(.+?)(?:\s+(-?\d+))?\s*$")
 
 
@@ -101,15 +103,68 @@ def parse_list(
     return items, skipped
 
 
-def classify_list(predictor: Any, text: str, folder: str | None = None, limit: int | None = None) -> ManyReport:
-    items, skipped = parse_list(text, folder, limit, len(predictor.labels))
+# Images decoded and held at once, whatever the model's training batch size: a 60,000-image list
+# (or a model trained with batch 10,000) costs the memory of one chunk, not of the whole list.
+CHUNK = 256  # at most this many images,
+CHUNK_VALUES = 1 << 24  # and at most this many input values (height x width x channels each)
+
+
+def chunk_size(predictor: Any, most: int = CHUNK) -> int:
+    """Images per chunk for this predictor's input size: CHUNK small images, fewer large ones."""
+    p = getattr(predictor, "preprocess", None)
+    values = int(p.height * p.width * p.channels) if p is not None else 1
+    return max(1, min(most, CHUNK_VALUES // max(1, values)))
+
+
+class ListTooLong(ValueError):
+    """The list names more images than one request may classify."""
+
+
+def classify_list(
+    predictor: Any,
+    text: str,
+    folder: str | None = None,
+    limit: int | None = None,
+    max_images: int | None = None,
+    chunk: int | None = None,
+    roots: list[Path] | None = None,
+    max_bytes: int = paths.DEFAULT_MAX_FILE_BYTES,
+) -> ManyReport:
+    """Top-5 of every image of a `path [label]` list, one bounded chunk at a time; raises ListTooLong
+    when the list (after `limit`, DIGITS' num_test_images) names more than `max_images` images.
+
+    Every path is resolved (symlinks, `..`) and must lie inside `roots` (None: anywhere); one that
+    does not is an error row with the same words whether or not it exists. Files are read as
+    Predictor.load says: regular files only, at most max_bytes each (no FIFO hang, no /dev/zero)."""
+    stop = limit
+    if max_images is not None:  # parse no further than one past the cap
+        stop = min(limit, max_images + 1) if limit else max_images + 1
+    items, skipped = parse_list(text, folder, stop, len(predictor.labels))
+    if max_images is not None and len(items) > max_images:
+        raise ListTooLong(
+            f"image_list: more than {max_images} images; one request classifies at most {max_images} "
+            f"(KILN_MAX_CLASSIFY_IMAGES). Split the list, or set num_test_images."
+        )
     report = ManyReport(labels=list(predictor.labels), skipped=skipped)
-    results = predictor.classify([p for p, _ in items]) if items else []
-    for (path, truth), result in zip(items, results):
-        row: dict[str, Any] = {"path": path, "truth": truth}
-        if getattr(result, "error", None):
-            row["error"] = result.error
-        else:
-            row["top5"] = [[lab, pct] for lab, pct in result]
-        report.rows.append(row)
+    size = chunk or chunk_size(predictor)
+    for start in range(0, len(items), size):
+        part = items[start : start + size]
+        refused: dict[int, str] = {}
+        sources: list[str] = []
+        for i, (path, _) in enumerate(part):
+            try:
+                sources.append(str(paths.check_inside(path, roots)))
+            except paths.PathRefused as exc:  # outside the roots (or not a path at all)
+                refused[i] = f"{path} {exc if roots is None else paths.OUTSIDE}"
+        found = iter(predictor.classify(sources, batch_size=size, max_bytes=max_bytes) if sources else [])
+        for i, (path, truth) in enumerate(part):
+            row: dict[str, Any] = {"path": path, "truth": truth}
+            result = None if i in refused else next(found)
+            if result is None:
+                row["error"] = refused[i]
+            elif getattr(result, "error", None):
+                row["error"] = result.error
+            else:
+                row["top5"] = [[lab, pct] for lab, pct in result]
+            report.rows.append(row)
     return report

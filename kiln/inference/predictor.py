@@ -13,6 +13,7 @@ batch jobs, confusion matrices, per-layer visualisations and export build on the
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kiln import paths
 from kiln.preprocess import Preprocess, Source
 from kiln.training import checkpoint
 
@@ -38,6 +40,25 @@ class Top5(list):
         super().__init__(pairs)
         self.source = source
         self.error = error
+
+
+def _read_path(path: str | Path, max_bytes: int) -> io.BytesIO:
+    """The file's bytes, named after it for error messages (kiln.paths.read_bounded)."""
+    from kiln.datasets.images import ImageLoadError
+
+    try:
+        data = paths.read_bounded(path, max_bytes)
+    except paths.PathRefused as exc:
+        raise ImageLoadError(f"{path}: {exc}") from None
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ImageLoadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageLoadError(f"{path}: empty file (0 bytes)")
+    buf = io.BytesIO(data)
+    buf.name = str(path)
+    return buf
 
 
 class Predictor:
@@ -59,14 +80,23 @@ class Predictor:
         return cls(model, meta, device)
 
     # -- the steps ------------------------------------------------------------------------------
-    def load(self, sources: Sequence[Source]) -> tuple[np.ndarray, list[int], dict[int, str]]:
-        """Load and resize every source: (uint8 NHWC of the good ones, their positions, errors by position)."""
+    def load(
+        self, sources: Sequence[Source], max_bytes: int = paths.DEFAULT_MAX_FILE_BYTES
+    ) -> tuple[np.ndarray, list[int], dict[int, str]]:
+        """Load and resize every source: (uint8 NHWC of the good ones, their positions, errors by position).
+
+        A path is read through kiln.paths.read_bounded: a regular file of at most max_bytes (a FIFO,
+        a device such as /dev/zero, or a larger file is an error for that image, never a hang).
+        Whether a path may be read at all (the data roots) is for the caller to check first.
+        """
         from kiln.datasets.images import ImageLoadError
 
         arrays, ok, errors = [], [], {}
         for i, source in enumerate(sources):
             try:
-                arrays.append(self.preprocess.image_to_array(source))
+                if isinstance(source, (str, Path)):
+                    source = _read_path(source, max_bytes)
+                arrays.append(self.preprocess.image_to_array(source))  # type: ignore[arg-type]
                 ok.append(i)
             except (ImageLoadError, OSError, ValueError) as exc:
                 errors[i] = str(exc) or type(exc).__name__
@@ -95,14 +125,21 @@ class Predictor:
         return [[(self.labels[j], round(100.0 * float(row[j]), 2)) for j in idx] for row, idx in zip(probs, order)]
 
     # -- classify one / many --------------------------------------------------------------------
-    def classify(self, sources: Sequence[Source], batch_size: int | None = None, k: int = 5) -> list[Top5]:
+    def classify(
+        self,
+        sources: Sequence[Source],
+        batch_size: int | None = None,
+        k: int = 5,
+        max_bytes: int = paths.DEFAULT_MAX_FILE_BYTES,
+    ) -> list[Top5]:
         """Top-k (label, percent) for each source, in order. A source that cannot be read gives an
-        empty Top5 whose `error` says why, instead of failing the whole request."""
+        empty Top5 whose `error` says why, instead of failing the whole request. Paths are read as
+        `load` says (regular files, at most max_bytes each)."""
         results: list[Top5] = []
         size = batch_size or self.batch_size
         for start in range(0, len(sources), size):
             chunk = sources[start : start + size]
-            batch, ok, errors = self.load(chunk)
+            batch, ok, errors = self.load(chunk, max_bytes)
             tops = iter(self.top_k(self.probabilities(batch, size), k))
             for i, source in enumerate(chunk):
                 name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)

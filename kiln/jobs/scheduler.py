@@ -2,6 +2,10 @@
 
 Runs as a thread inside the server. SQLite is the truth: the scheduler only reads job rows,
 starts `python -m kiln.jobs.worker`, and cleans up after workers that died.
+
+Each worker starts in a session (and process group) of its own: SIGTERM goes to the worker alone
+(it stops cleanly and stops its helpers), SIGKILL to the whole group, so no child of a killed
+worker (decoding pool, data loader) is left behind.
 """
 
 from __future__ import annotations
@@ -21,6 +25,32 @@ from kiln.config import Settings
 from kiln.store import ACTIVE, Job, Store
 
 KILL_AFTER_S = 3.0
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process of a worker's process group (the worker and all it started)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    """True once our worker has exited. Its zombie is not reaped here, so its pid, which names its
+    process group, cannot be reused before kill_group has cleaned the group up."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return proc.poll() is not None
+
+
+def _end(proc: subprocess.Popen, timeout: float) -> None:
+    """Wait up to `timeout` for our worker to exit, then SIGKILL what is left of its group and reap it."""
+    _wait_until(lambda: _exited(proc), timeout)
+    kill_group(proc.pid)
+    proc.wait()
 
 
 def worker_alive(job: Job) -> bool:
@@ -58,16 +88,13 @@ class Scheduler:
             self._thread.join(timeout=5)
         with self.lock:
             for job_id, proc in list(self.procs.items()):
-                if proc.poll() is None:
+                if not _exited(proc):
                     # Interrupted first: the worker's own "Aborted" (on SIGTERM) only replaces Running
                     self.store.set_status(job_id, "Interrupted", note="server stopped", expect=ACTIVE)
                     proc.terminate()
+            deadline = time.monotonic() + KILL_AFTER_S
             for job_id, proc in list(self.procs.items()):
-                try:
-                    proc.wait(timeout=KILL_AFTER_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                _end(proc, max(0.0, deadline - time.monotonic()))
                 self.store.set_status(job_id, "Interrupted", note="server stopped", expect=ACTIVE)
 
     def recover(self) -> None:
@@ -118,7 +145,12 @@ class Scheduler:
         log = open(job_dir / "worker.log", "ab")  # noqa: SIM115 (the worker keeps writing to it)
         cmd = [sys.executable, "-m", "kiln.jobs.worker", job.id, "--data-dir", str(self.settings.data_dir)]
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **self.settings.worker_env()},  # the data roots and read caps go along
         )
         proc.spawned_at = time.time()  # type: ignore[attr-defined]
         self.procs[job.id] = proc
@@ -135,8 +167,9 @@ class Scheduler:
 
     def _reap(self) -> None:
         for job_id, proc in list(self.procs.items()):
-            if proc.poll() is None:
+            if not _exited(proc):
                 continue
+            _end(proc, 0)  # a child the worker left behind goes with it
             del self.procs[job_id]
             job = self.store.get_job(job_id)
             if job is None or job.status not in ACTIVE:
@@ -176,16 +209,13 @@ def abort_job(store: Store, job_id: str, wait: bool = False) -> bool:
     worker gets SIGTERM (it stops at its next check and records Aborted), then SIGKILL if it is
     still there after KILL_AFTER_S. With `wait`, return once the worker has stopped; otherwise a
     thread sees it through (a web request answers at once)."""
-    job = store.get_job(job_id)
-    if job is None or not job.active:
+    # one transaction: a queued job becomes Aborted; a worker claiming it at the same moment sees
+    # the flag in its own transaction (Store.claim) and records Aborted instead of running it
+    outcome = store.request_abort(job_id)
+    if outcome is None:
         return False
-    store.update_fields(job_id, abort_requested=1)  # also seen by a worker claiming it right now
-    if job.status != "Running" and store.set_status(
-        job_id, "Aborted", expect=("Initialized", "Waiting"), note="aborted before it started"
-    ):
-        return True
-    job = store.get_job(job_id)  # a worker may have claimed it meanwhile
-    if job is None or job.status != "Running":
+    job = store.get_job(job_id)
+    if outcome == "Aborted" or job is None or job.status != "Running":
         return True
     _signal(job, signal.SIGTERM)
     if wait:
@@ -210,10 +240,15 @@ def _wait_until(done: Callable[[], bool], timeout: float) -> bool:
 
 
 def _signal(job: Job, sig: int) -> None:
+    """SIGTERM to the worker; SIGKILL to its whole process group when it leads a session of its own
+    (a worker the scheduler started; a CLI running a job in a terminal is killed alone)."""
     if job.pid and worker_alive(job):  # never signal a recycled pid
         try:
-            os.kill(job.pid, sig)
-        except ProcessLookupError:
+            if sig == signal.SIGKILL and os.getsid(job.pid) == job.pid:
+                os.killpg(job.pid, sig)
+            else:
+                os.kill(job.pid, sig)
+        except (ProcessLookupError, PermissionError):
             pass
 
 

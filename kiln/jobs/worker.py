@@ -33,13 +33,15 @@ def run_job(
     """Claim the job, run it, record the outcome; returns the final status."""
     store = Store(settings.db_path)
     me = psutil.Process()
-    if not store.set_status(
-        job_id, "Running", expect=("Initialized", "Waiting"), pid=os.getpid(), pid_started=me.create_time()
-    ):
-        job = store.get_job(job_id)
-        return job.status if job else "missing"
     reporter = StoreReporter(store, job_id, echo, on_metrics)
+    # SIGTERM is caught before the claim, so an abort that signals the moment the job is Running stops it
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(reporter, "stop_flag", True))
+    # the claim honours an abort requested before it (Store.claim records Aborted instead)
+    if not store.claim(job_id, pid=os.getpid(), pid_started=me.create_time()):
+        signal.signal(signal.SIGTERM, previous)
+        job = store.get_job(job_id)
+        store.close()
+        return job.status if job else "missing"
     try:
         job = store.get_job(job_id)
         assert job is not None
@@ -68,7 +70,7 @@ def _dispatch(job: Job, job_dir: Path, settings: Settings, store: Store, reporte
     if job.type == "dataset":
         from kiln.jobs.dataset_job import run_dataset
 
-        return run_dataset(job, job_dir, reporter)
+        return run_dataset(job, job_dir, reporter, settings)
     if job.type == "model":
         from kiln.jobs.model_job import run_model
 

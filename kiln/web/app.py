@@ -6,17 +6,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import kiln
+from kiln.accounts import SessionSigner, load_secret
 from kiln.config import Settings
 from kiln.jobs.scheduler import Scheduler
-from kiln.web import formatting
-from kiln.web.deps import LoginRequired, wants_json
+from kiln.web import formatting, security
+from kiln.web.deps import LoginRequired, check_access, current_user, wants_json
 
 HERE = Path(__file__).parent
 
@@ -38,13 +40,17 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
         version=kiln.__version__,
         lifespan=lifespan,
         description="Train image classifiers in the browser. DIGITS 6.1.1-compatible JSON API.",
+        docs_url=None,  # kiln.web.security serves /docs: its "Try it out" requests carry the CSRF token
+        dependencies=[Depends(check_access)],  # who may do what: kiln.web.deps.check_access
     )
     app.state.settings = settings
+    app.state.session_signer = SessionSigner(load_secret(settings.data_dir))  # secret.key, 0600, made on first start
     app.state.scheduler = Scheduler(settings)
     app.state.templates = _templates()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _error_handlers(app)
     _upload_limit(app, settings.max_upload_mb)
+    security.install(app, settings)  # outermost, after every other middleware: Host, Origin, CSRF, NUL, headers
 
     from kiln.web import routes_auth, routes_datasets, routes_events, routes_home, routes_jobs, routes_models
 
@@ -54,50 +60,59 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
 
 
 def _templates() -> Jinja2Templates:
-    templates = Jinja2Templates(directory=HERE / "templates")
+    templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_user_context])
     templates.env.globals.update(version=kiln.__version__, **formatting.GLOBALS)
     templates.env.filters.update(formatting.FILTERS)
     return templates
 
 
-def _upload_limit(app: FastAPI, max_mb: int) -> None:
-    """Refuse bodies over the limit before reading them (a 413 that names the setting)."""
+def _user_context(request: Request) -> dict[str, object]:
+    """Every page knows who is logged in (the top bar), from the session or token only."""
+    try:
+        user = current_user(request)
+    except LoginRequired:
+        user = None
+    return {"user": user, "auth_mode": request.app.state.settings.auth_mode}
 
-    @app.middleware("http")
-    async def limit(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_mb * 2**20:
-            return JSONResponse(
-                {"error": {"message": f"Upload too large: over {max_mb} MB (KILN_MAX_UPLOAD_MB).", "type": "TooLarge"}},
-                status_code=413,
-            )
-        return await call_next(request)
+
+def _upload_limit(app: FastAPI, max_mb: int) -> None:
+    """Refuse bodies over the limit, counted on the bytes received (chunked ones too): kiln's 413."""
+    from kiln.web.upload_limit import BodyLimit
+
+    app.add_middleware(BodyLimit, max_mb=max_mb)
 
 
 def _error_handlers(app: FastAPI) -> None:
-    def render(request: Request, status: int, message: str, type_: str) -> Response:
-        if wants_json(request) or request.method in ("PUT", "DELETE"):
-            return JSONResponse({"error": {"message": message, "type": type_}}, status_code=status)
-        return app.state.templates.TemplateResponse(
-            request, "error.html", {"status": status, "message": message}, status_code=status
-        )
+    """Every error in kiln's shape (security.error_response), Starlette's own 404/405 included."""
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 413: "TooLarge"}
-        return render(request, exc.status_code, str(exc.detail), names.get(exc.status_code, "HTTPException"))
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":  # Starlette's: no route matched
+            message = "Not found: nothing at this address."
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{request.method} is not allowed here" + (f" (only {allowed})." if allowed else ".")
+        return security.error_response(request, exc.status_code, message, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        """A bug, not the user's input: no traceback in the answer (the server log has it)."""
+        message = "Internal error: kiln's log has the details."
+        try:
+            response = security.error_response(request, 500, message)
+        except Exception:  # the error page itself failed
+            response = JSONResponse({"error": {"message": message, "type": "InternalError"}}, status_code=500)
+        response.headers.update(security.security_headers(request.url.path))  # this answer skips the middleware
+        return response
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
-        if wants_json(request) or request.method != "GET":
+        if exc.api or wants_json(request) or request.method not in ("GET", "HEAD"):
             return JSONResponse(
-                {
-                    "error": {
-                        "message": "Log in first (a username cookie, or a username field).",
-                        "type": "Unauthorized",
-                    }
-                },
+                {"error": {"message": exc.message, "type": "Unauthorized"}},
                 status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
             )
         return RedirectResponse(f"/login?next={request.url.path}", status_code=302)
 

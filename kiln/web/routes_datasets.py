@@ -75,9 +75,7 @@ async def create_dataset(request: Request, store: StoreDep, settings: SettingsDe
 def _uploaded_lists(form: Any) -> dict[str, Any]:
     """The text lists sent as files (an empty file input sends a part with no filename), as file objects."""
     return {
-        field: item.file
-        for field in UPLOAD_FIELDS
-        if isinstance(item := form.get(field), UploadFile) and item.filename
+        field: item.file for field in UPLOAD_FIELDS if isinstance(item := form.get(field), UploadFile) and item.filename
     }
 
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
+from kiln import paths
 from kiln.fields import FieldError
 from kiln.forms import FormErrors
 from kiln.jobs.model_form import RECIPES, create_model_jobs
@@ -300,6 +301,25 @@ def _model_dir(store: Store, settings: Any, job_id: str | None) -> Path:
     return job_dir
 
 
+def _readable(path: str, settings: Any, field: str, kind: str = "file") -> str:
+    """A user-given server path kiln may read (kiln.paths: inside the data roots after symlinks, a
+    regular file or a folder), resolved; else 400 naming the field, the same for every path outside."""
+    try:
+        return str(paths.check_readable(path, settings.allowed_roots, kind))
+    except paths.PathRefused as exc:
+        raise HTTPException(400, f"{field}: {path} {exc}") from None
+
+
+async def _read_upload(upload: UploadFile, max_bytes: int, field: str) -> bytes:
+    """An uploaded file's bytes, never more than max_bytes held (413 naming the setting beyond)."""
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise HTTPException(
+            413, f"{field}: over {max_bytes / 2**20:g} MB, the most kiln reads per file ({paths.SIZE_SETTING})."
+        )
+    return data
+
+
 @router.post("/models/images/classification/classify_one.json", openapi_extra=form_docs.classify_one())
 @router.post("/models/images/classification/classify_one", openapi_extra=form_docs.classify_one())
 @router.get("/models/images/classification/classify_one", include_in_schema=False)
@@ -310,21 +330,19 @@ async def classify_one(request: Request, store: StoreDep, settings: SettingsDep)
     image = form.get("image_file")
     path = form.get("image_path")
     if isinstance(image, UploadFile) and image.filename:
-        source: Any = await image.read()
-        shown = image.filename
+        source: Any = await _read_upload(image, settings.max_file_bytes, "image_file")
+        shown, field = image.filename, "image_file"
     elif path:
-        source, shown = str(path), str(path)
-        if not Path(source).is_file():
-            raise HTTPException(400, f"image_path: no such file {source}.")
+        source, shown, field = _readable(str(path), settings, "image_path"), str(path), "image_path"
     else:
         raise HTTPException(400, "must provide image_path or image_file")
     try:
         pred = await run_heavy(request, predictor_for, job_dir, _epoch(form.get("snapshot_epoch")))
     except (FileNotFoundError, ValueError) as exc:
         raise HTTPException(400, f"snapshot_epoch: {exc}") from None
-    result = (await run_heavy(request, pred.classify, [source]))[0]
+    result = (await run_heavy(request, pred.classify, [source], max_bytes=settings.max_file_bytes))[0]
     if result.error:
-        raise HTTPException(400, f"image_file: {result.error}")
+        raise HTTPException(400, f"{field}: {result.error}")
     predictions = [[label, pct] for label, pct in result]
     if wants_json(request):
         return JSONResponse({"predictions": predictions})
@@ -350,10 +368,10 @@ async def classify_many(request: Request, store: StoreDep, settings: SettingsDep
     upload = form.get("image_list")
     if not isinstance(upload, UploadFile) or not upload.filename:
         raise HTTPException(400, "image_list: upload a text file with one 'path [label]' per line.")
-    text = (await upload.read()).decode("utf-8", errors="replace")
+    text = (await _read_upload(upload, settings.max_file_bytes, "image_list")).decode("utf-8", errors="replace")
     folder = str(form.get("image_folder") or "")
-    if folder and not Path(folder).is_dir():
-        raise HTTPException(400, f"image_folder: no such folder {folder}.")
+    if folder:
+        folder = _readable(folder, settings, "image_folder", kind="dir")
     try:
         limit = int(form["num_test_images"]) if form.get("num_test_images") else None
         if limit is not None and limit < 0:
@@ -363,7 +381,15 @@ async def classify_many(request: Request, store: StoreDep, settings: SettingsDep
         raise HTTPException(400, f"num_test_images / snapshot_epoch: {exc}") from None
 
     def answer() -> Response:  # on a heavy thread: classifying, and rendering thousands of rows
-        report = classify_list(pred, text, folder or None, limit, settings.max_classify_images)
+        report = classify_list(
+            pred,
+            text,
+            folder or None,
+            limit,
+            settings.max_classify_images,
+            roots=settings.allowed_roots,  # every line inside the data roots
+            max_bytes=settings.max_file_bytes,
+        )
         if wants_json(request):
             return JSONResponse(report.to_json())
         return request.app.state.templates.TemplateResponse(

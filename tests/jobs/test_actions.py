@@ -20,6 +20,7 @@ from kiln.config import Settings
 from kiln.jobs import actions
 from kiln.jobs.errors import ActionError, JobNotFound, UserFacingError, failure_message
 from kiln.store import Store
+from tests.conftest import login
 
 Kiln = Callable[..., subprocess.CompletedProcess]
 STAND_IN = """
@@ -60,7 +61,7 @@ def store(settings: Settings) -> Iterator[Store]:
 def web(settings: Settings) -> Iterator[TestClient]:
     from kiln.web.app import create_app
 
-    with TestClient(create_app(settings, run_scheduler=False), cookies={"username": "alice"}) as client:
+    with login(TestClient(create_app(settings, run_scheduler=False)), "alice") as client:
         yield client
 
 
@@ -171,8 +172,9 @@ def test_owner_checks(settings: Settings, store: Store, web: TestClient) -> None
     assert store.get_job(anyones).group_name == ""  # group is all or none
     assert actions.edit(store, anyones, "mallory", notes="n").notes == "n"  # no owner: anyone's
     assert actions.edit(store, mine, None, name="renamed").name == "renamed"  # None: the terminal
-    assert web.delete(f"/jobs/{mine}", params={"username": "mallory"}).status_code == 403
-    assert web.post(f"/jobs/{mine}/resume", params={"username": "mallory"}).status_code == 403
+    mallory = login(TestClient(web.app), "mallory")
+    assert mallory.delete(f"/jobs/{mine}").status_code == 403
+    assert mallory.post(f"/jobs/{mine}/resume").status_code == 403
     assert store.get_job(mine).status == "Aborted"
 
 
@@ -263,6 +265,7 @@ def test_edit_group_and_clone(store: Store) -> None:
 
 # -- failures carry their message ------------------------------------------------------------------
 def test_failure_messages_say_what_to_do(tmp_path: Path) -> None:
+    from kiln.config import Settings
     from kiln.datasets.spec import DatasetSpec
     from kiln.jobs.dataset_job import run_dataset
     from kiln.reporting import RecordingReporter
@@ -274,6 +277,7 @@ def test_failure_messages_say_what_to_do(tmp_path: Path) -> None:
     spec = DatasetSpec(dataset_name="d", folder_train=str(tmp_path / "missing"), resize_width=8, resize_height=8)
     job = Job(id="j", type="dataset", name="d", status="Running", created=0.0, params={"spec": spec.to_dict()})
     with pytest.raises(UserFacingError) as failed:
-        run_dataset(job, tmp_path / "job", RecordingReporter())
-    assert failed.value.message.startswith("The dataset source is not usable: folder_train: cannot read folder")
+        run_dataset(job, tmp_path / "job", RecordingReporter(), Settings.from_env(data_dir=tmp_path / "data"))
+    assert failed.value.message.startswith("The dataset source is not usable: folder_train: ")
+    assert "missing does not exist" in failed.value.message
     assert failed.value.message.endswith("then clone the job.")
