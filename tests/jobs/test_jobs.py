@@ -92,24 +92,10 @@ def test_restart_recovers_interrupted_jobs_and_they_resume(tmp_path: Path) -> No
 
     server = start_server(data)
     try:
-        assert server.client.get(f"/jobs/{crashed}/status").json()["status"] == "Interrupted"
-        assert server.client.post(f"/models/{running}/resume").status_code == 200
-        deadline = time.monotonic() + 120
-        while not server.client.get(f"/models/{running}.json").json()["snapshots"]:
-            assert time.monotonic() < deadline, server.client.get(f"/jobs/{running}/status").json()
-            time.sleep(0.1)
-    finally:
-        stop_server(server)  # SIGTERM: the server stops its worker and records it, then exits
-    again = Kiln(data)
-    stopped = again.status(running)
-    assert stopped["status"] == "Interrupted", stopped
-    again.close()
-
-    server = start_server(data)
-    try:
         history = [h["status"] for h in server.client.get(f"/jobs/{crashed}/state.json").json()["history"]]
-        assert history[-1] == "Interrupted"
+        assert history[-1] == "Interrupted", history
         assert server.client.post(f"/models/{crashed}/resume").status_code == 200
+        assert server.client.post(f"/models/{running}/resume").status_code == 200
         assert server.wait_job(crashed)["status"] == "Done"
         info = server.client.get(f"/models/{crashed}.json").json()
         assert info["snapshots"] == [1.0, 2.0, 3.0]
@@ -117,8 +103,20 @@ def test_restart_recovers_interrupted_jobs_and_they_resume(tmp_path: Path) -> No
         assert any("Resuming from epoch 1" in line for line in lines)
         loss = server.client.get(f"/models/{crashed}/metrics.json").json()["series"]["loss (train)"]["x"]
         assert loss == sorted(set(loss)) and max(loss) == 3
+        deadline = time.monotonic() + 120
+        while not server.client.get(f"/models/{running}.json").json()["snapshots"]:
+            assert time.monotonic() < deadline, server.client.get(f"/jobs/{running}/status").json()
+            time.sleep(0.1)
+        assert server.client.get(f"/jobs/{running}/status").json()["status"] == "Running"
     finally:
-        stop_server(server)
+        stop_server(server)  # SIGTERM: the server stops its worker and records it, then exits
+    again = Kiln(data)
+    try:
+        stopped = again.status(running)
+        assert stopped["status"] == "Interrupted", stopped  # and resumable, at the next start
+        assert again.client.post(f"/models/{running}/resume").text == "Job resumed."
+    finally:
+        again.close()
 
 
 def test_abort_running_worker(tmp_path: Path) -> None:
