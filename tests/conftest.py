@@ -174,8 +174,11 @@ def copy_data_dir(src: Path, dst: Path) -> Path:
 
 
 # -- real servers -------------------------------------------------------------------------------
-_servers: list[Server] = []
-_test_started = [0.0]
+# One registry however often this file is imported (pytest loads it as `conftest`; tests import
+# `tests.conftest`; tests/browser loads it by path): the report hook sees every server started.
+_registry = sys.modules.setdefault("_kiln_test_servers", type(sys)("_kiln_test_servers"))
+_servers: list[Server] = _registry.__dict__.setdefault("servers", [])
+_test_started: list[float] = _registry.__dict__.setdefault("test_started", [0.0])
 
 
 class Server:
