@@ -95,6 +95,28 @@ def wait_status(get: Callable[[], dict[str, Any]], what: str, timeout: float, un
 
 
 # -- in process ---------------------------------------------------------------------------------
+def worker_families(app: Any) -> list[psutil.Process]:
+    """The worker processes an app's scheduler started, and their children (found while they live)."""
+    found = []
+    for worker in list(app.state.scheduler.procs.values()):
+        try:
+            proc = psutil.Process(worker.pid)
+            found += [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            pass
+    return found
+
+
+def kill_all(procs: list[psutil.Process]) -> None:
+    """Kill what is still running of `procs` (psutil checks that each is still the same process)."""
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
 class Kiln:
     """kiln's app in this process over `data_dir`, a TestClient logged in as alice."""
 
@@ -139,8 +161,10 @@ class Kiln:
     def close(self) -> None:
         if self.client is None:
             return
+        left = worker_families(self.app)
         self.client.__exit__(None, None, None)
         self.client = None  # with the scheduler on: stops its workers
+        kill_all(left)  # and whatever they left running
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -302,21 +326,11 @@ class ThreadServer:
     def stop(self) -> None:
         if getattr(self, "client", None) is not None:
             self.client.close()
+        left = worker_families(self.app)
         self._server.should_exit = True
         self._thread.join(30)
         self._sock.close()
-        procs = []
-        for worker in self.app.state.scheduler.procs.values():
-            try:
-                procs += [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
-            except psutil.Error:
-                pass
-        for proc in procs:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(procs, timeout=5)
+        kill_all(left)
 
 
 @pytest.fixture
