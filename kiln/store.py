@@ -1,7 +1,9 @@
 """SQLite (WAL): the one source of truth for jobs, status history, progress, metrics, snapshots.
 
-Every process (server, workers, CLI) opens its own connection; each write also appends a row to
-`changes`, which the server's event stream polls to push live updates.
+Every process (server, workers, CLI) opens its own Store, and a Store gives each thread its own
+SQLite connection (a connection shared between threads interleaves their transactions). Every
+change is one transaction. Each write also appends a row to `changes`, which the server's event
+stream polls to push live updates; old `changes` and `logs` rows are pruned as new ones arrive.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,28 +117,83 @@ class Job:
         return cls(**data)
 
 
+# Pruning: kept rows, and how often (every so many inserted rows) the oldest are dropped.
+KEEP_CHANGES = 5000  # the event stream reads `changes` by seq, 500 per poll: far more than it lags
+KEEP_LOG_LINES = 2000  # per job; the most /jobs/<id>/log.json shows
+PRUNE_EVERY = 256
+
+
+class JobIdTaken(ValueError):
+    """A job id given to create_job already names a job."""
+
+
 def new_job_id() -> str:
-    """Readable, sortable ids as DIGITS made them: 20160809-103210-ccbf."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+    """Readable, sortable ids as DIGITS made them (20160809-103210-ccbf), with 32 random bits
+    after the second (create_job also retries inside its transaction, so ids it makes never collide)."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(4)
 
 
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=30000")
+        self._local = threading.local()
+        self._conns: dict[int, sqlite3.Connection] = {}  # thread id -> its connection (to close them)
+        self._conns_lock = threading.Lock()
         self.db.executescript(SCHEMA)
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection: request threads, the scheduler and abort threads never share one."""
+        conn = getattr(self._local, "conn", None)
+        return conn if conn is not None else self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False only so that close() may close every thread's connection
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        me = threading.get_ident()
+        with self._conns_lock:
+            alive = {t.ident for t in threading.enumerate()}
+            for ident in [i for i in self._conns if i not in alive or i == me]:
+                self._conns.pop(ident).close()  # a finished thread's (or a reused thread id's) connection
+            self._conns[me] = conn
+        self._local.conn = conn
+        return conn
+
     def close(self) -> None:
-        self.db.close()
+        with self._conns_lock:
+            conns, self._conns = list(self._conns.values()), {}
+            self._local = threading.local()
+        for conn in conns:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE .. COMMIT, ROLLBACK on error); nested uses join it."""
+        db = self.db
+        if db.in_transaction:
+            yield db
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            if db.in_transaction:  # SQLite may have rolled back already (a full disk, an interrupt)
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     # -- writes ---------------------------------------------------------------------------------
     def _changed(self, job_id: str, kind: str) -> None:
-        self.db.execute("INSERT INTO changes(job_id, kind, ts) VALUES (?,?,?)", (job_id, kind, time.time()))
+        seq = self.db.execute(
+            "INSERT INTO changes(job_id, kind, ts) VALUES (?,?,?)", (job_id, kind, time.time())
+        ).lastrowid
+        if seq and seq % PRUNE_EVERY == 0:  # seq never goes back (AUTOINCREMENT): readers go on from theirs
+            self.db.execute("DELETE FROM changes WHERE seq<=?", (seq - KEEP_CHANGES,))
 
     def create_job(
         self,
@@ -146,10 +205,15 @@ class Store:
         dataset_id: str | None = None,
         job_id: str | None = None,
     ) -> str:
-        job_id = job_id or new_job_id()
         now = time.time()
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self._write() as db:
+            while True:  # inside the transaction: no other writer can take the id meanwhile
+                jid = job_id or new_job_id()
+                if db.execute("SELECT 1 FROM jobs WHERE id=?", (jid,)).fetchone() is None:
+                    break
+                if job_id:
+                    raise JobIdTaken(f"Job id {job_id} is already taken.")
+            job_id = jid
             self.db.execute(
                 "INSERT INTO jobs(id, type, name, group_name, username, status, created, params, dataset_id)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
@@ -174,14 +238,14 @@ class Store:
         """Move a job to `status`; with `expect`, only from one of those statuses (atomic claim)."""
         assert status in STATUSES, status
         now = time.time()
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self._write():
             row = self.db.execute("SELECT status, started, run_seconds FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None or (expect is not None and row["status"] not in tuple(expect)):
                 return False
             sets: dict[str, Any] = {"status": status}
             if status == "Running":
-                sets.update(started=now, finished=None, error=None, abort_requested=0, pid=pid, pid_started=pid_started)
+                # abort_requested stays: an abort that came before the claim must not be lost
+                sets.update(started=now, finished=None, error=None, pid=pid, pid_started=pid_started)
             elif row["status"] == "Running" and row["started"]:
                 sets.update(run_seconds=row["run_seconds"] + now - row["started"], started=None)
             if status in ("Done", "Aborted", "Error", "Interrupted"):
@@ -201,8 +265,35 @@ class Store:
             self._changed(job_id, "status")
         return True
 
+    def claim(self, job_id: str, pid: int | None = None, pid_started: float | None = None) -> bool:
+        """A worker takes a queued (Initialized/Waiting) job: Running, or Aborted if an abort was
+        requested first. One transaction with request_abort's, so neither can miss the other."""
+        with self._write() as db:
+            row = db.execute("SELECT status, abort_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None or row["status"] not in ("Initialized", "Waiting"):
+                return False
+            if row["abort_requested"]:
+                self.set_status(job_id, "Aborted", note="aborted before it started")
+                return False
+            return self.set_status(job_id, "Running", pid=pid, pid_started=pid_started)
+
+    def request_abort(self, job_id: str) -> str | None:
+        """Flag an active job for abort, in one transaction: a queued one becomes Aborted at once
+        (returns "Aborted"), a running one keeps running until its worker stops ("Running"); None
+        when the job is missing or not active."""
+        with self._write() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None or row["status"] not in ACTIVE:
+                return None
+            db.execute("UPDATE jobs SET abort_requested=1 WHERE id=?", (job_id,))
+            if row["status"] == "Running":
+                self._changed(job_id, "attribute")
+                return "Running"
+            self.set_status(job_id, "Aborted", note="aborted before it started")
+            return "Aborted"
+
     def set_progress(self, job_id: str, fraction: float, message: str = "") -> None:
-        with self.db:
+        with self._write():
             self.db.execute(
                 "UPDATE jobs SET progress=?, message=? WHERE id=?", (max(0.0, min(1.0, fraction)), message, job_id)
             )
@@ -215,13 +306,13 @@ class Store:
             raise ValueError(f"cannot update {sorted(bad)}")
         values = {k: json.dumps(v) if k in ("summary", "params") else v for k, v in values.items()}
         cols = ", ".join(f"{k}=?" for k in values)
-        with self.db:
+        with self._write():
             self.db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*values.values(), job_id))
             self._changed(job_id, "attribute")
 
     def add_metrics(self, job_id: str, epoch: float, values: dict[str, float], phase: str) -> None:
         now = time.time()
-        with self.db:
+        with self._write():
             self.db.executemany(
                 "INSERT INTO metrics(job_id, epoch, phase, name, value, ts) VALUES (?,?,?,?,?,?)",
                 [(job_id, epoch, phase, k, float(v), now) for k, v in values.items()],
@@ -229,7 +320,7 @@ class Store:
             self._changed(job_id, "metrics")
 
     def add_snapshot(self, job_id: str, epoch: float, path: str, info: dict[str, Any]) -> None:
-        with self.db:
+        with self._write():
             self.db.execute(
                 "INSERT OR REPLACE INTO snapshots(job_id, epoch, path, info, ts) VALUES (?,?,?,?,?)",
                 (job_id, epoch, path, json.dumps(info), time.time()),
@@ -237,18 +328,27 @@ class Store:
             self._changed(job_id, "snapshots")
 
     def add_log(self, job_id: str, line: str) -> None:
-        with self.db:
-            self.db.execute("INSERT INTO logs(job_id, ts, line) VALUES (?,?,?)", (job_id, time.time(), line))
+        with self._write() as db:
+            rowid = db.execute(
+                "INSERT INTO logs(job_id, ts, line) VALUES (?,?,?)", (job_id, time.time(), line)
+            ).lastrowid
+            if rowid and rowid % PRUNE_EVERY == 0:  # keep this job's last KEEP_LOG_LINES lines
+                oldest_kept = db.execute(
+                    "SELECT rowid FROM logs WHERE job_id=? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+                    (job_id, KEEP_LOG_LINES - 1),
+                ).fetchone()
+                if oldest_kept:
+                    db.execute("DELETE FROM logs WHERE job_id=? AND rowid<?", (job_id, oldest_kept[0]))
 
     def clear_metrics_after(self, job_id: str, epoch: float) -> None:
         """On resume, drop points past the last snapshot so the charts continue where they stopped."""
-        with self.db:
+        with self._write():
             self.db.execute("DELETE FROM metrics WHERE job_id=? AND epoch>?", (job_id, epoch))
             self.db.execute("DELETE FROM snapshots WHERE job_id=? AND epoch>?", (job_id, epoch))
             self._changed(job_id, "metrics")
 
     def delete_job(self, job_id: str) -> None:
-        with self.db:
+        with self._write():
             self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
             for table in ("status_history", "metrics", "snapshots", "logs"):
                 self.db.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))

@@ -17,7 +17,7 @@ import kiln
 from kiln.accounts import SessionSigner, load_secret
 from kiln.config import Settings
 from kiln.jobs.scheduler import Scheduler
-from kiln.web import formatting, security
+from kiln.web import formatting, offload, security
 from kiln.web.deps import LoginRequired, check_access, current_user, wants_json
 
 HERE = Path(__file__).parent
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
         if run_scheduler:
             app.state.scheduler.start()
         yield
+        offload.shutdown(app)  # the heavy threads: queued calls cancelled, running ones finish
         if run_scheduler:
             app.state.scheduler.stop()
 
@@ -108,13 +109,14 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
-        if exc.api or wants_json(request) or request.method not in ("GET", "HEAD"):
-            return JSONResponse(
-                {"error": {"message": exc.message, "type": "Unauthorized"}},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=302)
+        """A page asked for without a user goes to /login; anything else is kiln's 401 (a form posted
+        by a browser whose session ended: the error page, whose top bar links to /login)."""
+        if request.method in ("GET", "HEAD") and not exc.api and not wants_json(request):
+            return RedirectResponse(f"/login?next={request.url.path}", status_code=302)
+        bearer = {"WWW-Authenticate": "Bearer"}
+        if exc.api:
+            return JSONResponse({"error": {"message": exc.message, "type": "Unauthorized"}}, 401, headers=bearer)
+        return security.error_response(request, 401, exc.message, "Unauthorized", headers=bearer)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
