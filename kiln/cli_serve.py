@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.cli_common import bar, settings_of
+from kiln.config import Settings
 from kiln.store import Store
 
 
@@ -17,6 +18,10 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", help="default 127.0.0.1 (never 0.0.0.0 unless asked)")
     serve.add_argument("--port", type=int, help="default 5000")
     serve.add_argument("--data-roots", help="folders dataset paths must lie in (required off loopback)")
+    serve.add_argument("--allowed-hosts", help="comma-separated host names browsers reach kiln by (KILN_ALLOWED_HOSTS)")
+    serve.add_argument(
+        "--auth", choices=["loopback", "accounts"], help="how people log in (KILN_AUTH; default: by --host)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     data = sub.add_parser("data", help="write a standard dataset as DIGITS' folder layout")
@@ -28,13 +33,27 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
+def serve_problems(settings: Settings) -> list[str]:
+    """Why the server must not start: the settings' own check, then who may log in (kiln.accounts)."""
+    from kiln.accounts import startup_problems
+
+    return settings.check() + startup_problems(settings)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from kiln.web.app import create_app
 
-    settings = settings_of(args, host=args.host, port=args.port, data_roots=args.data_roots)
-    problems = settings.check()
+    settings = settings_of(
+        args,
+        host=args.host,
+        port=args.port,
+        data_roots=args.data_roots,
+        auth=args.auth,
+        allowed_hosts=args.allowed_hosts,
+    )
+    problems = serve_problems(settings)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2

@@ -29,6 +29,9 @@ from typing import Any
 # Busy 2-core machines: spinning OpenMP threads make small tensor work 10-25x slower in tests
 # (and in the servers and workers the tests start, which inherit this environment).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Starlette's TestClient sends `Host: testserver`, a name kiln refuses unless told (kiln.web.security;
+# tests/web/test_security.py checks the refusal with its own settings).
+os.environ.setdefault("KILN_ALLOWED_HOSTS", "testserver")
 
 import httpx
 import numpy as np
@@ -117,6 +120,15 @@ def kill_all(procs: list[psutil.Process]) -> None:
     psutil.wait_procs(procs, timeout=5)
 
 
+def login(client: Any, username: str, password: str = "") -> Any:
+    """Log `client` (a TestClient or httpx.Client) in through POST /login: the session cookie lands in
+    its jar. On loopback a username alone does (DIGITS); an account needs its password."""
+    data = {"username": username, **({"password": password} if password else {})}
+    res = client.post("/login", data=data, follow_redirects=False)
+    assert res.status_code == 302, f"login as {username}: {res.status_code} {res.text[:300]}"
+    return client
+
+
 class Kiln:
     """kiln's app in this process over `data_dir`, a TestClient logged in as alice."""
 
@@ -134,9 +146,12 @@ class Kiln:
         self.client.__enter__()  # runs the app's lifespan: starts the scheduler when it is on
         self._store: Any = None
 
-    def as_user(self, username: str | None) -> Any:
-        """Another client of the same app: `username`'s cookie, or none for None."""
-        return self._TestClient(self.app, follow_redirects=False, cookies={"username": username} if username else None)
+    def as_user(self, username: str | None, password: str = "") -> Any:
+        """Another client of the same app, logged in as `username` (POST /login), or nobody for None."""
+        client = self._TestClient(self.app, follow_redirects=False)
+        if username:
+            login(client, username, password)
+        return client
 
     @property
     def store(self) -> Any:
@@ -212,7 +227,7 @@ class Server:
         self.proc = proc
         self.log = log
         self.stopped_at: float | None = None
-        self.client = httpx.Client(base_url=url, timeout=30, cookies={"username": "alice"})
+        self.client = httpx.Client(base_url=url, timeout=30)  # logged in as alice once the server answers
 
     def wait_job(
         self, job_id: str, timeout: float = 120, until: tuple[str, ...] = ("Done", "Error", "Aborted")
@@ -249,6 +264,7 @@ def start_server(data_dir: Path, env: dict[str, str] | None = None) -> Server:
             raise RuntimeError(f"kiln serve exited with {proc.returncode}:\n{server.log_tail()}")
         try:
             if httpx.get(f"{server.url}/index.json", timeout=2).status_code == 200:
+                login(server.client, "alice")
                 return server
         except httpx.HTTPError:
             pass
@@ -318,7 +334,9 @@ class ThreadServer:
                 self.stop()
                 raise RuntimeError("the in-thread kiln server did not start")
             time.sleep(0.02)
-        self.client = httpx.Client(base_url=self.url, timeout=30, cookies={"username": "alice"})
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        if self.settings.auth_mode == "loopback":  # with accounts the test logs in whom it needs
+            login(self.client, "alice")
 
     def wait_job(self, job_id: str, timeout: float = 120, until: tuple[str, ...] = FINISHED) -> dict:
         return wait_status(lambda: self.client.get(f"/jobs/{job_id}/status").json(), f"job {job_id}", timeout, until)

@@ -2,8 +2,9 @@
 
 The one implementation behind the web routes and the `kiln jobs` commands. Refusals raise
 ActionError (or JobNotFound) with the message to show and the HTTP status to answer with.
-`user` is who asks: the web passes the logged-in name; None is the terminal, which may change
-any job (whoever runs the CLI owns the data directory anyway).
+`user` is who asks: the web passes the logged-in kiln.accounts.User (its name alone, a str, is a
+user who is no admin); None is the terminal, which may change any job (whoever runs the CLI owns
+the data directory anyway). Owners change their jobs, admins every job.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kiln.accounts import User
 from kiln.jobs.errors import ActionError, JobNotFound
 from kiln.jobs.scheduler import abort_job
 from kiln.store import Job, Store
+
+Actor = User | str | None  # None: the terminal
 
 RESUMABLE = ("Aborted", "Interrupted", "Error")
 
@@ -28,19 +32,27 @@ def get_job(store: Store, job_id: str, type_: str | None = None) -> Job:
     return job
 
 
-def check_owner(job: Job, user: str | None) -> None:
-    """Only the owner may change a job (DIGITS: a convenience, not security); jobs without one are anyone's."""
-    if user is not None and job.username and job.username != user:
+def check_owner(job: Job, user: Actor) -> None:
+    """Only the owner or an admin may change a job. A job without an owner (`kiln demo` makes one)
+    is anyone's on a loopback server (and for a plain name, as in DIGITS), an admin's with accounts."""
+    if user is None or getattr(user, "is_admin", False):
+        return
+    name = user if isinstance(user, str) else user.name
+    if job.username is None:
+        if isinstance(user, str) or user.loopback:
+            return
+        raise ActionError("Only an admin may change this job: it has no owner.")
+    if job.username != name:
         raise ActionError(f"Only {job.username} may change this job.")
 
 
-def owned_job(store: Store, job_id: str, user: str | None) -> Job:
+def owned_job(store: Store, job_id: str, user: Actor) -> Job:
     job = get_job(store, job_id)
     check_owner(job, user)
     return job
 
 
-def abort(store: Store, job_id: str, user: str | None = None, wait: bool = False) -> Job:
+def abort(store: Store, job_id: str, user: Actor = None, wait: bool = False) -> Job:
     """Stop an active job (see scheduler.abort_job); with `wait`, once its worker has stopped."""
     job = owned_job(store, job_id, user)
     if not abort_job(store, job.id, wait=wait):
@@ -48,7 +60,7 @@ def abort(store: Store, job_id: str, user: str | None = None, wait: bool = False
     return get_job(store, job.id)
 
 
-def resume(store: Store, job_id: str, user: str | None = None) -> Job:
+def resume(store: Store, job_id: str, user: Actor = None) -> Job:
     """Queue an Aborted, Interrupted or failed job again; a model continues from its last snapshot."""
     job = owned_job(store, job_id, user)
     if not store.set_status(job.id, "Initialized", expect=RESUMABLE, note="resumed"):
@@ -56,7 +68,7 @@ def resume(store: Store, job_id: str, user: str | None = None) -> Job:
     return get_job(store, job.id)
 
 
-def delete(store: Store, jobs_dir: Path, job_id: str, user: str | None = None) -> None:
+def delete(store: Store, jobs_dir: Path, job_id: str, user: Actor = None) -> None:
     """Remove a job and its folder; a running one is aborted first and its worker waited for."""
     job = owned_job(store, job_id, user)
     if job.type == "dataset":
@@ -83,7 +95,7 @@ def _refuse_if_used(store: Store, dataset: Job) -> None:
 def edit(
     store: Store,
     job_id: str,
-    user: str | None = None,
+    user: Actor = None,
     *,
     name: str | None = None,
     notes: str | None = None,
@@ -105,7 +117,7 @@ def edit(
     return get_job(store, job.id)
 
 
-def group(store: Store, job_ids: Iterable[str], name: str, user: str | None = None) -> None:
+def group(store: Store, job_ids: Iterable[str], name: str, user: Actor = None) -> None:
     """Put jobs in one group ('' takes them out); all or none, so a refusal changes nothing."""
     jobs = [owned_job(store, job_id, user) for job_id in job_ids]
     if not jobs:

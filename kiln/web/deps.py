@@ -1,17 +1,16 @@
-"""Shared request dependencies: settings, a per-thread store, the user, content negotiation."""
+"""Shared request dependencies: settings, a per-thread store, the user (session or token), content negotiation."""
 
 from __future__ import annotations
 
-import re
 import threading
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from kiln.accounts import Accounts, SessionSigner, User, load_secret
 from kiln.config import Settings
 from kiln.store import Job, Store
 
-USERNAME_RE = re.compile(r"^[a-z][a-z0-9.\-_]*$")
 _local = threading.local()
 
 
@@ -39,39 +38,94 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
-def username_of(request: Request, form: dict[str, Any] | None = None) -> str | None:
-    """The cookie, or a `username` query/form field as DIGITS' REST clients pass it."""
-    name = (form or {}).get("username") or request.query_params.get("username") or request.cookies.get("username")
-    return name or None
+# -- who is asking (kiln.accounts): a signed session cookie or an API token, nothing else ----------
+SESSION_COOKIE = "kiln_session"
+_NOBODY = object()
+PUBLIC_PATHS = ("/login", "/logout", "/favicon.ico")
 
 
-def check_username(name: str) -> str | None:
-    """The problem with a username, or None if it is valid."""
-    if not name:
-        return "A username is required."
-    if not USERNAME_RE.match(name):
-        return "Usernames start with a lowercase letter and contain only a-z, 0-9, '.', '-' and '_'."
-    return None
+def get_accounts(request: Request) -> Accounts:
+    """The accounts tables over the app's kiln.db, one connection per thread."""
+    settings: Settings = request.app.state.settings
+    cache = getattr(_local, "accounts", None)
+    if cache is None:
+        cache = _local.accounts = {}
+    accounts = cache.get(settings.db_path)
+    if accounts is None:
+        accounts = cache[settings.db_path] = Accounts(settings.db_path)
+    return accounts
+
+
+def signer(request: Request) -> SessionSigner:
+    app = request.app
+    if getattr(app.state, "session_signer", None) is None:
+        app.state.session_signer = SessionSigner(load_secret(app.state.settings.data_dir))
+    return app.state.session_signer
 
 
 class LoginRequired(Exception):
-    """HTML requests are redirected to /login; JSON ones get 401."""
+    """HTML requests are redirected to /login; JSON ones (and any but GET) get 401."""
+
+    def __init__(self, message: str = "", api: bool = False) -> None:
+        super().__init__(message or "Log in first: POST /login, or send an API token (Authorization: Bearer ...).")
+        self.message = str(self)
+        self.api = api  # a script's request (a bad token): always the JSON 401
 
 
-async def require_user(request: Request) -> str:
-    form = dict(await request.form()) if request.method in ("POST", "PUT", "DELETE") else {}
-    name = username_of(request, form)
-    if not name:
+def current_user(request: Request) -> User | None:
+    """The user of this request, from its session cookie or its bearer token; None for nobody.
+
+    A `username` form field, query parameter or plain cookie is never looked at. A forged or
+    tampered cookie, an expired or ended session is nobody; a wrong token is refused (401)."""
+    cached = getattr(request.state, "kiln_user", _NOBODY)
+    if cached is not _NOBODY:
+        return cached  # type: ignore[return-value]
+    mode = request.app.state.settings.auth_mode
+    user: User | None = None
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        user = get_accounts(request).user_for_token(credentials.strip(), mode)
+        if user is None:
+            raise LoginRequired("This API token is not valid: revoked, its user deleted, or mistyped.", api=True)
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        session_id = signer(request).loads(cookie) if cookie else None
+        if session_id:
+            user = get_accounts(request).user_for_session(session_id, mode)
+    request.state.kiln_user = user
+    return user
+
+
+def require_user(request: Request) -> User:
+    user = current_user(request)
+    if user is None:
         raise LoginRequired()
-    problem = check_username(name)
-    if problem:
-        raise HTTPException(400, problem)
-    return name
+    return user
+
+
+def require_admin(request: Request) -> User:
+    user = require_user(request)
+    if not user.is_admin:
+        raise HTTPException(403, "Only an admin may do this.")
+    return user
+
+
+def check_access(request: Request) -> None:
+    """Every route's first dependency: a change (any method but GET/HEAD) needs a user, and with
+    accounts every page does too; /login and /logout are open. New routes are covered too."""
+    if request.url.path in PUBLIC_PATHS:
+        return
+    if request.method in ("GET", "HEAD") and request.app.state.settings.auth_mode == "loopback":
+        current_user(request)  # a bad token is still refused
+        return
+    require_user(request)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
-UserDep = Annotated[str, Depends(require_user)]
+UserDep = Annotated[User, Depends(require_user)]
+AdminDep = Annotated[User, Depends(require_admin)]
+AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 
 
 def job_or_404(store: Store, job_id: str, type_: str | None = None) -> Job:
@@ -79,9 +133,3 @@ def job_or_404(store: Store, job_id: str, type_: str | None = None) -> Job:
     if job is None or (type_ and job.type != type_):
         raise HTTPException(404, f"Job {job_id} not found.")
     return job
-
-
-def check_owner(job: Job, user: str) -> None:
-    """Only the owner may change a job (DIGITS: a convenience, not security)."""
-    if job.username and job.username != user:
-        raise HTTPException(403, f"Only {job.username} may change this job.")

@@ -57,7 +57,6 @@ def home(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
         request,
         "home.html",
         {
-            "user": request.cookies.get("username"),
             "datasets": datasets,
             "models": models,
             # DIGITS' tab numbers (1 datasets, 2 models); without one, open the tab that has something

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from kiln.config import Settings
 from kiln.store import Store
 from kiln.web.app import create_app
-from tests.browser.conftest import TIMEOUT_MS
+from tests.browser.conftest import TIMEOUT_MS, login
 from tests.conftest import start_server, stop_server
 
 
@@ -95,8 +95,8 @@ def test_first_run_in_the_browser(browser: Any, tmp_path: Path) -> None:
     try:
         expect.set_options(timeout=TIMEOUT_MS)
         context.set_default_timeout(TIMEOUT_MS)
-        context.add_cookies([{"name": "username", "value": "alice", "url": server.url}])
         page = context.new_page()
+        login(page, server.url)
         page.goto(f"{server.url}/")
         expect(page.locator("#tab-datasets")).to_be_visible()
         expect(page.locator("#tab-models")).to_be_hidden()

@@ -12,13 +12,13 @@ from fastapi.testclient import TestClient
 from kiln.config import Settings
 from kiln.jobs.worker import run_job
 from kiln.web.app import create_app
-from tests.conftest import write_class_folder
+from tests.conftest import login, write_class_folder
 
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[Settings, TestClient]]:
     settings = Settings.from_env(data_dir=tmp_path / "data")
-    with TestClient(create_app(settings, run_scheduler=False), cookies={"username": "alice"}) as client:
+    with login(TestClient(create_app(settings, run_scheduler=False)), "alice") as client:
         yield settings, client
 
 
