@@ -198,7 +198,20 @@ def files(path: str, store: StoreDep, settings: SettingsDep) -> Response:
         regular = False
     if not regular:
         raise HTTPException(404, "File not found.")
-    return FileResponse(target, headers={"Content-Security-Policy": FILES_CSP})
+    kind = FILE_TYPES.get(target.suffix.lower())
+    headers = {"Content-Security-Policy": FILES_CSP}
+    if kind is None:  # snapshots, arrays, archives: downloaded, never shown as text (Starlette's guess)
+        return FileResponse(target, media_type="application/octet-stream", filename=target.name, headers=headers)
+    return FileResponse(target, media_type=kind, headers=headers)
+
+
+TEXT = "text/plain; charset=utf-8"
+IMAGES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".bmp": "image/bmp"}
+FILE_TYPES = {
+    **IMAGES,
+    ".json": "application/json",
+    **dict.fromkeys((".txt", ".log", ".csv", ".prototxt", ".py"), TEXT),
+}
 
 
 @router.get("/jobs/{job_id}/log.json")

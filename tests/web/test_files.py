@@ -65,7 +65,7 @@ def test_raw_dot_segments_over_a_socket(tmp_path: Path) -> None:
 
         def raw_get(path: str) -> bytes:
             with socket.create_connection((host, int(port)), timeout=10) as conn:
-                conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
                 reply = b""
                 while chunk := conn.recv(65536):
                     reply += chunk

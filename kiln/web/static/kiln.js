@@ -33,9 +33,12 @@ kiln.throttle = (fn, ms) => {
   };
 };
 
+// The page's CSRF token (kiln/web/security.py): every request that changes something sends it.
+kiln.csrf = () => { const m = document.querySelector("meta[name=csrf-token]"); return m ? m.content : ""; };
+
 kiln.request = async (method, url, data) => {
   const body = data ? new URLSearchParams(data) : undefined;
-  const res = await fetch(url, {method, body, headers: {"Accept": "application/json"}});
+  const res = await fetch(url, {method, body, headers: {"Accept": "application/json", "X-CSRF-Token": kiln.csrf()}});
   const text = await res.text();
   if (!res.ok) {
     let msg = text;
@@ -207,9 +210,13 @@ kiln.datasetSummary = async (id) => {
 kiln.lrPreview = async () => {
   const form = document.getElementById("model-form");
   const data = new FormData(form);
-  const res = await fetch("/models/visualize-lr", {method: "POST", body: data});
+  const res = await fetch("/models/visualize-lr", {method: "POST", body: data, headers: {"Accept": "application/json", "X-CSRF-Token": kiln.csrf()}});
   const div = document.getElementById("lr-preview");
-  if (!res.ok) { div.innerHTML = `<p class="field-error">${kiln.esc((await res.json()).errors.learning_rate)}</p>`; return; }
+  if (!res.ok) {
+    const j = await res.json();
+    div.innerHTML = `<p class="field-error">${kiln.esc(j.errors ? Object.values(j.errors).flat().join(" ") : j.error.message)}</p>`;
+    return;
+  }
   const cols = (await res.json()).data.columns;
   div.innerHTML = "";
   const x = [...Array(101).keys()];
@@ -301,7 +308,7 @@ kiln.classifyOne = async (event, jobId) => {
   if (select) data.append("snapshot_epoch", select.value);
   const out = document.getElementById("classify-one-result");
   out.textContent = "Classifying…";
-  const res = await fetch("/models/images/classification/classify_one.json", {method: "POST", body: data});
+  const res = await fetch("/models/images/classification/classify_one.json", {method: "POST", body: data, headers: {"X-CSRF-Token": kiln.csrf()}});
   const body = await res.json();
   if (!res.ok) { out.innerHTML = `<p class="alert danger">${kiln.esc(body.error ? body.error.message : JSON.stringify(body))}</p>`; return false; }
   let img = "";
