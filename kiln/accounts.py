@@ -336,6 +336,8 @@ class Accounts:
 
     def revoke_token(self, token_id: int, name: str | None = None) -> bool:
         """Delete a token (only `name`'s when given); False if there was none."""
+        if not 0 < token_id < 2**63:  # SQLite integers are 64-bit: a bigger id names no token
+            return False
         with self.db:
             if name is None:
                 cur = self.db.execute("DELETE FROM tokens WHERE id=?", (token_id,))

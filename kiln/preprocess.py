@@ -43,7 +43,7 @@ FIELDS = {
         ),
     )
 }
-Source = str | Path | bytes
+Source = str | Path | bytes | io.BytesIO
 
 
 @dataclass(frozen=True, eq=False)

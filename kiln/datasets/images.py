@@ -142,16 +142,16 @@ def _from_high_depth(img: Image.Image) -> Image.Image:
         x = np.nan_to_num(part.astype(np.float64))
         lo, hi = (float(x.min()), float(x.max())) if i == 0 else (min(lo, float(x.min())), max(hi, float(x.max())))
     for where, part in blocks():
-        x = np.nan_to_num(part.astype(np.float64))
+        y: np.ndarray = np.nan_to_num(part.astype(np.float64))
         if img.mode == "F" and lo >= 0 and hi <= 1:
-            x = x * 255.0
+            y = y * 255.0
         elif img.mode == "F" and (lo < 0 or hi > 255):
-            x = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+            y = (y - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(y)
         elif hi > 65535:
-            x = np.clip(x, 0, None) * (255.0 / hi)
+            y = np.clip(y, 0, None) * (255.0 / hi)
         elif hi > 255:
-            x = np.clip(x, 0, None) / 257.0
-        out[where] = np.clip(np.rint(x), 0, 255)
+            y = np.clip(y, 0, None) / 257.0
+        out[where] = np.clip(np.rint(y), 0, 255)
     return Image.fromarray(out, "L")
 
 

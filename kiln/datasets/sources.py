@@ -160,7 +160,8 @@ def parse_folder(
     except OSError as exc:
         raise DatasetInputError(field_name, f"cannot read folder {folder}: {exc.strerror or exc}") from None
     create = labels is None
-    out = ParsedFolder(folder, [] if create else list(labels), [] if create else [[] for _ in labels])
+    known = labels or []
+    out = ParsedFolder(folder, [] if create else list(known), [] if create else [[] for _ in known])
     rng = np.random.default_rng(seed)
     refused: list[str] = []
     for entry in dirs:
@@ -281,7 +282,7 @@ class SourceLists:
 
 
 def _as_int(value: object, default: int) -> int:
-    return default if value in (None, "") else int(value)  # type: ignore[arg-type]
+    return default if value in (None, "") else int(str(value))
 
 
 def _max(value: object) -> int | None:

@@ -64,7 +64,7 @@ def _read_path(path: str | Path, max_bytes: int) -> io.BytesIO:
 class Predictor:
     def __init__(self, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         self.meta = meta
         self.labels: list[str] = list(meta["labels"])
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
@@ -94,9 +94,8 @@ class Predictor:
         arrays, ok, errors = [], [], {}
         for i, source in enumerate(sources):
             try:
-                if isinstance(source, (str, Path)):
-                    source = _read_path(source, max_bytes)
-                arrays.append(self.preprocess.image_to_array(source))  # type: ignore[arg-type]
+                data = _read_path(source, max_bytes) if isinstance(source, (str, Path)) else source
+                arrays.append(self.preprocess.image_to_array(data))
                 ok.append(i)
             except (ImageLoadError, OSError, ValueError) as exc:
                 errors[i] = str(exc) or type(exc).__name__

@@ -175,7 +175,8 @@ class Scheduler:
             if job is None or job.status not in ACTIVE:
                 continue
             ran_it = job.status == "Running" and job.pid == proc.pid
-            never_claimed = job.status != "Running" and self.store.history(job_id)[-1]["ts"] < proc.spawned_at
+            spawned_at = getattr(proc, "spawned_at", 0.0)
+            never_claimed = job.status != "Running" and self.store.history(job_id)[-1]["ts"] < spawned_at
             if not (ran_it or never_claimed):
                 continue  # the job was resumed since: another worker owns it now
             if job.abort_requested:

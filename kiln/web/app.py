@@ -94,7 +94,7 @@ def _error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             allowed = (exc.headers or {}).get("Allow", "")
             message = f"{request.method} is not allowed here" + (f" (only {allowed})." if allowed else ".")
-        return security.error_response(request, exc.status_code, message, headers=exc.headers)
+        return security.error_response(request, exc.status_code, message, headers=dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:

@@ -135,7 +135,7 @@ for prefix in ("jobs", "datasets", "models"):
 
 
 @router.delete("/jobs")
-def delete_many(store: StoreDep, settings: SettingsDep, user: UserDep, ids: JobIds = None) -> Response:
+def delete_many(store: StoreDep, settings: SettingsDep, user: UserDep, ids: JobIds | None = None) -> Response:
     ids = bounded(ids or [])
     failed = []
     for job_id in ids:
@@ -149,7 +149,7 @@ def delete_many(store: StoreDep, settings: SettingsDep, user: UserDep, ids: JobI
 
 
 @router.post("/abort_jobs")
-def abort_many(store: StoreDep, user: UserDep, ids: JobIds = None) -> Response:
+def abort_many(store: StoreDep, user: UserDep, ids: JobIds | None = None) -> Response:
     ids = bounded(ids or [])
     done = 0
     for job_id in ids:
@@ -166,7 +166,7 @@ def abort_many(store: StoreDep, user: UserDep, ids: JobIds = None) -> Response:
 @router.post("/group")  # a change: never a GET (DIGITS took both)
 async def group(request: Request, store: StoreDep, user: UserDep) -> Response:
     form = await request.form()
-    ids = bounded(form.getlist("job_ids[]") or request.query_params.getlist("job_ids[]"))
+    ids = bounded([str(v) for v in form.getlist("job_ids[]")] or request.query_params.getlist("job_ids[]"))
     name = str(form.get("group_name", request.query_params.get("group_name", "")))
     with refusals():
         # one write per job: on a thread, as the plain `def` routes run

@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from kiln import paths
 from kiln.fields import FieldError
 from kiln.forms import FormErrors
+from kiln.jobs import actions
 from kiln.jobs.model_form import RECIPES, create_model_jobs
 from kiln.store import Job, Store
 from kiln.training.config import TrainConfig
@@ -97,7 +98,7 @@ async def create_model(request: Request, store: StoreDep, settings: SettingsDep,
             return JSONResponse({"errors": exc.errors}, status_code=400)
         return _form_page(request, store, {**TrainConfig().to_dict(), **form}, exc.errors, 400)
     if wants_json(request):
-        dicts = [model_dict(store.get_job(i), store, settings.jobs_dir) for i in ids]
+        dicts = [model_dict(actions.get_job(store, i), store, settings.jobs_dir) for i in ids]
         return JSONResponse(dicts[0] if len(dicts) == 1 else {"jobs": dicts})
     return RedirectResponse(f"/models/{ids[0]}" if len(ids) == 1 else "/", status_code=302)
 
@@ -373,7 +374,7 @@ async def classify_many(request: Request, store: StoreDep, settings: SettingsDep
     if folder:
         folder = _readable(folder, settings, "image_folder", kind="dir")
     try:
-        limit = int(form["num_test_images"]) if form.get("num_test_images") else None
+        limit = int(str(form["num_test_images"])) if form.get("num_test_images") else None
         if limit is not None and limit < 0:
             raise ValueError(f"must not be negative, got {limit}")
         pred = await run_heavy(request, predictor_for, job_dir, _epoch(form.get("snapshot_epoch")))

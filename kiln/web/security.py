@@ -540,7 +540,7 @@ def _docs(app: FastAPI) -> None:
         page = get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - API")
         csrf = _csrf_of(request)
         script = _DOCS_FETCH % json.dumps(csrf.token() if csrf else "")
-        return HTMLResponse(page.body.decode().replace("<head>", "<head>" + script, 1))
+        return HTMLResponse(bytes(page.body).decode().replace("<head>", "<head>" + script, 1))
 
 
 def install(app: FastAPI, settings: Settings) -> None:
