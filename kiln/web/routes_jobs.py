@@ -22,7 +22,7 @@ from kiln.web.security import FILES_CSP
 router = APIRouter(tags=["jobs"])
 PAGES = {"dataset": "/datasets/{}", "model": "/models/{}"}
 NEW_PAGES = {"dataset": "/datasets/images/classification/new", "model": "/models/images/classification/new"}
-JobIds = Annotated[list[str], Form(alias="job_ids[]")]
+JobIds = Annotated[list[str] | None, Form(alias="job_ids[]")]
 MAX_JOB_IDS = 500  # job_ids[] in one bulk request (delete, abort, group)
 
 
@@ -135,7 +135,7 @@ for prefix in ("jobs", "datasets", "models"):
 
 
 @router.delete("/jobs")
-def delete_many(store: StoreDep, settings: SettingsDep, user: UserDep, ids: JobIds | None = None) -> Response:
+def delete_many(store: StoreDep, settings: SettingsDep, user: UserDep, ids: JobIds = None) -> Response:
     ids = bounded(ids or [])
     failed = []
     for job_id in ids:
@@ -149,7 +149,7 @@ def delete_many(store: StoreDep, settings: SettingsDep, user: UserDep, ids: JobI
 
 
 @router.post("/abort_jobs")
-def abort_many(store: StoreDep, user: UserDep, ids: JobIds | None = None) -> Response:
+def abort_many(store: StoreDep, user: UserDep, ids: JobIds = None) -> Response:
     ids = bounded(ids or [])
     done = 0
     for job_id in ids:
