@@ -224,6 +224,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# What one run cannot show; from the runs made while tuning (same machine, same day).
+NOTES = [
+    "Notes: the machine was shared (load averages above). p99 over ~750 loaded samples is about the "
+    "8th-slowest answer, so a single run moves it by tens of ms. A full run with CPython's default 5 ms "
+    "switch interval (load 5.9 to 8.1) gave loaded p99 169 / 131 / 103 ms and p50 30 / 28 / 26 ms for "
+    "`/`, the model page and `/index.json`; alternating `--quick --images 10000` runs (load 6.5 to 8.6) "
+    "gave loaded p99 of 188-437 ms with 5 ms, 73-485 ms with 1 ms, and 116-275 ms with PyTorch limited "
+    "to one thread in the server (not kept: it would change the server's numbers for big networks). "
+    "Heavy threads at a lower CPU priority (nice 10) were tried and dropped (see kiln/web/offload.py). "
+    "classify_many's own speed (about 470 images/s here, with training on the same cores) is decoding "
+    "and path checks per image, not the network.",
+    "",
+]
+
+
 def render(r: dict[str, Any], command: str) -> str:
     c = r["classify"]
     lines = [
@@ -260,11 +275,12 @@ def render(r: dict[str, Any], command: str) -> str:
         "",
         "How: classify one/many, the LR preview, model sweeps and dataset checks run on kiln's own "
         "worker threads (`kiln/web/offload.py`, KILN_HEAVY_THREADS at a time, KILN_HEAVY_QUEUE waiting, "
-        "then 503), never on the event loop; classify_many decodes "
+        "then 503), never on the event loop, with a 1 ms GIL switch interval in the server once they exist (5 ms is CPython's default; in alternating quick runs on this shared machine it gave the lowest loaded p99); classify_many decodes "
         "at most 256 images (and 16 M input values) at a time, whatever the list's length or the "
         "model's batch size. Before this, the same 60,000-image classify_many ran on the event loop "
         "and stopped every page and the live charts for its whole duration (11 s, issue 7).",
         "",
+        *NOTES,
     ]
     return "\n".join(lines)
 
