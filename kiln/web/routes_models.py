@@ -378,7 +378,7 @@ async def classify_many(request: Request, store: StoreDep, settings: SettingsDep
         if limit is not None and limit < 0:
             raise ValueError(f"must not be negative, got {limit}")
         pred = await run_heavy(request, predictor_for, job_dir, _epoch(form.get("snapshot_epoch")))
-    except ValueError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise HTTPException(400, f"num_test_images / snapshot_epoch: {exc}") from None
 
     def answer() -> Response:  # on a heavy thread: classifying, and rendering thousands of rows

@@ -177,6 +177,12 @@ def test_classify_errors(kiln: Kiln, model_id: str, dataset_id: str, folder: Pat
     assert epoch.status_code == 400 and "snapshot_epoch" in epoch.json()["error"]["message"]
     no_list = kiln.client.post("/models/images/classification/classify_many.json", data={"job_id": model_id})
     assert no_list.status_code == 400 and "image_list" in no_list.json()["error"]["message"]
+    many_epoch = kiln.client.post(  # found by schemathesis: was a 500
+        "/models/images/classification/classify_many.json",
+        data={"job_id": model_id, "snapshot_epoch": "7"},
+        files={"image_list": ("list.txt", f"{folder / 'one' / '0000.png'} 0\n".encode())},
+    )
+    assert many_epoch.status_code == 400 and "snapshot_epoch" in many_epoch.json()["error"]["message"]
     untrained = _model(kiln.client, dataset_id).json()["id"]
     early = kiln.client.post(url, data={"job_id": untrained, "image_path": str(folder / "one" / "0000.png")})
     assert early.status_code == 400 and "no snapshot yet" in early.json()["error"]["message"]
