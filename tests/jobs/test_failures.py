@@ -75,11 +75,11 @@ def model(kiln: Kiln, dataset_id: str, name: str = "m", **fields: str) -> str:
     return res.json()["id"]
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 120, poll: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := check()):
         assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.05)
+        time.sleep(poll)
     return value
 
 
@@ -248,33 +248,40 @@ def test_shutdown_interrupts_running_jobs_and_they_resume(data_dir: Path, templa
         again.close()
 
 
-def _kill_when_running(kiln: Kiln, job_id: str, after: float) -> None:
-    """SIGKILL the job's worker `after` seconds into its run (the OOM killer, a power cut)."""
-    pid = wait_for(lambda: (s := kiln.store.get_job(job_id)) and s.status == "Running" and s.pid, "Running")
+def _kill_when_running(kiln: Kiln, job_id: str, after: float = 0.0, progress: float = 0.0) -> bool:
+    """SIGKILL the job's worker once it is Running (past `progress`), `after` seconds later (the OOM
+    killer, a power cut). False if the job had already finished."""
+
+    def ready() -> Any:
+        job = kiln.store.get_job(job_id)
+        return job and ((job.status == "Running" and job.pid and job.progress > progress) or not job.active) and job
+
+    job = wait_for(ready, "Running", poll=0.005)
+    if job.status != "Running":
+        return False
     time.sleep(after)
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(job.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    return True
 
 
 def test_kill_9_mid_dataset_resumes_to_every_image(template: dict[str, Any], tmp_path: Path) -> None:
-    folder = write_class_folder(tmp_path / "many", {"a": 300, "b": 300, "c": 300}, size=(28, 28))
+    folder = write_class_folder(tmp_path / "many", {"a": 500, "b": 500, "c": 500}, size=(28, 28))
     setup = Kiln(tmp_path / "data")
     job_id = dataset(setup, folder, "killed")
     setup.close()
     kiln = Kiln(tmp_path / "data", scheduler=True)
     try:
-        wait_for(lambda: kiln.status(job_id)["progress"] > 0.05 or kiln.status(job_id)["status"] == "Done", "progress")
-        _kill_when_running(kiln, job_id, 0.0)
-        first = kiln.wait_job(job_id, timeout=120)
-        if first["status"] == "Done":
+        if not _kill_when_running(kiln, job_id, progress=0.0):
             pytest.skip("the dataset finished before the kill landed")
+        first = kiln.wait_job(job_id, timeout=120)
         assert first["status"] == "Interrupted", first
         assert kiln.client.post(f"/jobs/{job_id}/resume").status_code == 200
         assert kiln.wait_job(job_id, timeout=180)["status"] == "Done"
         info = kiln.client.get(f"/datasets/{job_id}.json").json()
-        assert sum(int(task["entries"]) for task in info["CreateDbTasks"]) == 900, info["CreateDbTasks"]
+        assert sum(int(task["entries"]) for task in info["CreateDbTasks"]) == 1500, info["CreateDbTasks"]
         leftovers = [p.name for p in (kiln.settings.jobs_dir / job_id).iterdir() if p.name.startswith(".")]
         assert leftovers == [], leftovers  # nothing half written stays behind
     finally:
@@ -296,7 +303,8 @@ def test_kill_9_at_random_moments_leaves_every_snapshot_loadable(data_dir: Path,
     rand = random.Random(7)
     try:
         for _ in range(3):
-            _kill_when_running(kiln, job_id, rand.uniform(0.5, 3.0))
+            if not _kill_when_running(kiln, job_id, rand.uniform(0.5, 3.0)):
+                break
             status = kiln.wait_job(job_id, timeout=120)["status"]
             if status == "Done":
                 break
