@@ -157,6 +157,7 @@ def test_the_form_field_carries_the_token(kiln: Kiln, job_id: str) -> None:
 def test_the_token_is_looked_for_in_a_bounded_prefix_of_the_body() -> None:
     """The middleware holds back at most CSRF_WINDOW bytes (plus one chunk) while it looks."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from kiln.web.security import CSRF_WINDOW, FormScanner, SecurityMiddleware
 
@@ -173,7 +174,10 @@ def test_the_token_is_looked_for_in_a_bounded_prefix_of_the_body() -> None:
 
     def read() -> tuple[FormScanner, list[dict[str, Any]]]:
         scanner = FormScanner(f"multipart/form-data; boundary={boundary}")
-        return scanner, asyncio.run(SecurityMiddleware._read_until_token(receive, scanner))
+        # on a thread of its own: the browser tests' Playwright may hold this thread's event loop
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(asyncio.run, SecurityMiddleware._read_until_token(receive, scanner)).result()
+        return scanner, held
 
     scanner, held = read()
     assert scanner.token is None and CSRF_WINDOW < sum(len(m["body"]) for m in held) <= CSRF_WINDOW + 16_384
