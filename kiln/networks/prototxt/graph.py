@@ -22,6 +22,7 @@ accuracy layers themselves are not run by the module: the train loop computes th
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -291,43 +292,13 @@ def _compile_stage(
     input_shape: Shape,
     prefer: str | None = None,
 ) -> _Plan:
-    c, h, w = input_shape
-    input_desc = f"{h}x{w}"
+    input_desc = f"{input_shape[1]}x{input_shape[2]}"  # as error messages name the dataset's size
     chosen = [(i, layer, ltype) for i, (layer, ltype) in enumerate(layers) if included(layer, stage)]
     dropped: list[tuple[str, str]] = []
     warnings: list[str] = []
 
-    # data: at most one data layer per stage; its tops name the image and the label
-    data_layers = [(i, layer) for i, layer, ltype in chosen if ltype.role == "data"]
-    if len(data_layers) > 1:
-        (i0, first), (i1, second) = data_layers[:2]
-        second.fail(
-            f"{_layer_name(second, i1)}: a second data layer at the {stage} stage (the first is "
-            f"'{_layer_name(first, i0)}' on line {first.line}); give each an include {{ stage: ... }} rule",
-            "name",
-            kind="structure",
-        )
-    data_layer = data_layers[0][1] if data_layers else None
-    any_data = next((layer for layer, ltype in layers if ltype.role == "data"), None)
-    source = data_layer or any_data
-    if source is not None:
-        input_blob = source.all("top")[0]
-    elif net.has("input"):
-        input_blob = net.get("input")
-    else:
-        input_blob = "data"
-    label_blob = "label"
-    for cand in (data_layer, any_data):
-        if cand is not None and cand.get("type") != "Input" and len(cand.all("top")) > 1:
-            label_blob = cand.all("top")[1]
-            break
+    data_layer, input_blob, label_blob, scale = _data_blobs(net, layers, chosen, stage)
     has_labels = stage != "deploy"
-    scale = 1.0
-    if data_layer is not None:
-        transform = data_layer.get("transform_param")
-        scale = float(transform.get("scale"))
-        if scale == 0.0:
-            transform.fail(f"{_layer_name(data_layer, 0)}: scale 0 would erase the images", "scale", kind="value")
 
     values: dict[str, _Value] = {input_blob: _Value(0, input_shape, None, "")}
     if has_labels:
@@ -374,63 +345,14 @@ def _compile_stage(
         shapes_in: list[Shape] = []
         for k, bottom in enumerate(bottoms):
             value = values.get(bottom)
-            line, column = layer.where("bottom", k, value=True)
-            if value is None:
-                raise PrototxtError(
-                    _missing_bottom(name, bottom, stage, label_blob, layers),
-                    line,
-                    column,
-                    kind="bottom",
-                    expected="a blob that a layer above produces at this stage",
-                )
-            if value.kind == "label" and ltype.role not in ("loss", "accuracy"):
-                raise PrototxtError(
-                    f"{name}: '{bottom}' holds the labels, which only loss and accuracy layers read",
-                    line,
-                    column,
-                    kind="bottom",
-                )
-            if value.kind == "metric":
-                raise PrototxtError(
-                    f"{name}: '{bottom}' is the output of loss or accuracy layer '{value.layer}', "
-                    "which kiln computes itself; it cannot feed another layer",
-                    line,
-                    column,
-                    kind="bottom",
-                )
-            if ltype.role in ("loss", "accuracy") and k == 1 and value.kind != "label":
-                raise PrototxtError(
-                    f"{name}: the second bottom of a {ltype.name} layer must be the labels ('{label_blob}')",
-                    line,
-                    column,
-                    kind="bottom",
-                )
-            if ltype.role in ("loss", "accuracy") and k == 0 and value.kind != "blob":
-                raise PrototxtError(
-                    f"{name}: the first bottom of a {ltype.name} layer must be class scores",
-                    line,
-                    column,
-                    kind="bottom",
-                )
+            _check_bottom(layer, name, ltype, k, bottom, value, stage, label_blob, layers)
+            assert value is not None
             ins.append(value.id)
             shapes_in.append(value.shape)
         ctx = Ctx(layer, name, ltype.name, shapes_in, num_classes, input_desc)
         assert ltype.infer is not None
         spec = ltype.infer(ctx)
-        specs = layer.all("param")
-        if len(specs) > len(spec.blobs) + spec.state_blobs:
-            layer.fail(
-                f"{name}: {len(specs)} param specs but the layer has {len(spec.blobs) + spec.state_blobs} blobs",
-                "param",
-                kind="structure",
-                index=len(specs) - 1,
-            )
-        for blob in spec.blobs:
-            if blob.attr == "weight" and blob.filler is None and ltype.name in ("Convolution", "InnerProduct"):
-                warnings.append(
-                    f"{name} (line {layer.line}): no weight_filler, so its weights start at 0 as in Caffe and its "
-                    'units stay alike; add weight_filler { type: "xavier" }'
-                )
+        warnings += _check_params(layer, name, ltype, spec)
         params = sum(math.prod(b.shape) for b in spec.blobs)
         consumed.update(ins)
         if ltype.role == "loss":
@@ -451,15 +373,7 @@ def _compile_stage(
             rows.append(LayerRow(name, ltype.name, layer.line, tuple(bottoms), tuple(tops), ((),) * len(tops), 0, note))
             continue
         top = tops[0]
-        if top in values and not (bottoms and top == bottoms[0]):
-            other = values[top]
-            layer.fail(
-                f"{name}: top '{top}' is already produced by "
-                + (f"layer '{other.layer}'" if other.layer else "kiln's data")
-                + "; a layer writes an existing blob only in place (top = its bottom)",
-                "top",
-                kind="structure",
-            )
+        _check_top(layer, name, top, bottoms, values)
         propagate = layer.all("propagate_down")
         step = _Step(i, name, ltype, layer, spec, ins, next_id, [not p for p in propagate] or [False] * len(ins))
         steps.append(step)
@@ -468,13 +382,129 @@ def _compile_stage(
         rows.append(LayerRow(name, ltype.name, layer.line, tuple(bottoms), (top,), (spec.tops[0],), params, spec.note))
 
     heads = _choose_heads(stage, heads, head_at, steps, consumed, rows, warnings, values, num_classes, prefer)
-    readers: dict[int, int] = {}
-    for step in steps:
-        for v in step.ins:
-            readers[v] = readers.get(v, 0) + 1
-    for v, _, _ in heads:
-        readers[v] = readers.get(v, 0) + 1
-    return _Plan(stage, steps, rows, heads, next_id, input_blob, scale, dropped, warnings, readers)
+    readers = Counter(v for step in steps for v in step.ins) + Counter(v for v, _, _ in heads)
+    return _Plan(stage, steps, rows, heads, next_id, input_blob, scale, dropped, warnings, dict(readers))
+
+
+def _data_blobs(
+    net: Msg, layers: list[tuple[Msg, LayerType]], chosen: list[tuple[int, Msg, LayerType]], stage: str
+) -> tuple[Msg | None, str, str, float]:
+    """At most one data layer per stage; its tops name the image and the label blobs; its scale."""
+    data_layers = [(i, layer) for i, layer, ltype in chosen if ltype.role == "data"]
+    if len(data_layers) > 1:
+        (i0, first), (i1, second) = data_layers[:2]
+        second.fail(
+            f"{_layer_name(second, i1)}: a second data layer at the {stage} stage (the first is "
+            f"'{_layer_name(first, i0)}' on line {first.line}); give each an include {{ stage: ... }} rule",
+            "name",
+            kind="structure",
+        )
+    data_layer = data_layers[0][1] if data_layers else None
+    any_data = next((layer for layer, ltype in layers if ltype.role == "data"), None)
+    source = data_layer or any_data
+    if source is not None:
+        input_blob = source.all("top")[0]
+    elif net.has("input"):
+        input_blob = net.get("input")
+    else:
+        input_blob = "data"
+    label_blob = "label"
+    for cand in (data_layer, any_data):
+        if cand is not None and cand.get("type") != "Input" and len(cand.all("top")) > 1:
+            label_blob = cand.all("top")[1]
+            break
+    scale = 1.0
+    if data_layer is not None:
+        transform = data_layer.get("transform_param")
+        scale = float(transform.get("scale"))
+        if scale == 0.0:
+            transform.fail(f"{_layer_name(data_layer, 0)}: scale 0 would erase the images", "scale", kind="value")
+    return data_layer, input_blob, label_blob, scale
+
+
+def _check_bottom(
+    layer: Msg,
+    name: str,
+    ltype: LayerType,
+    k: int,
+    bottom: str,
+    value: _Value | None,
+    stage: str,
+    label_blob: str,
+    layers: list[tuple[Msg, LayerType]],
+) -> None:
+    """The k-th bottom exists at this stage; labels and metrics feed only the layers that may read them."""
+    line, column = layer.where("bottom", k, value=True)
+    if value is None:
+        raise PrototxtError(
+            _missing_bottom(name, bottom, stage, label_blob, layers),
+            line,
+            column,
+            kind="bottom",
+            expected="a blob that a layer above produces at this stage",
+        )
+    if value.kind == "label" and ltype.role not in ("loss", "accuracy"):
+        raise PrototxtError(
+            f"{name}: '{bottom}' holds the labels, which only loss and accuracy layers read",
+            line,
+            column,
+            kind="bottom",
+        )
+    if value.kind == "metric":
+        raise PrototxtError(
+            f"{name}: '{bottom}' is the output of loss or accuracy layer '{value.layer}', "
+            "which kiln computes itself; it cannot feed another layer",
+            line,
+            column,
+            kind="bottom",
+        )
+    if ltype.role in ("loss", "accuracy") and k == 1 and value.kind != "label":
+        raise PrototxtError(
+            f"{name}: the second bottom of a {ltype.name} layer must be the labels ('{label_blob}')",
+            line,
+            column,
+            kind="bottom",
+        )
+    if ltype.role in ("loss", "accuracy") and k == 0 and value.kind != "blob":
+        raise PrototxtError(
+            f"{name}: the first bottom of a {ltype.name} layer must be class scores",
+            line,
+            column,
+            kind="bottom",
+        )
+
+
+def _check_params(layer: Msg, name: str, ltype: LayerType, spec: Any) -> list[str]:
+    """Refuse more param specs than blobs; warnings for weights that start at 0 (Caffe's default)."""
+    found: list[str] = []
+    specs = layer.all("param")
+    if len(specs) > len(spec.blobs) + spec.state_blobs:
+        layer.fail(
+            f"{name}: {len(specs)} param specs but the layer has {len(spec.blobs) + spec.state_blobs} blobs",
+            "param",
+            kind="structure",
+            index=len(specs) - 1,
+        )
+    for blob in spec.blobs:
+        if blob.attr == "weight" and blob.filler is None and ltype.name in ("Convolution", "InnerProduct"):
+            found.append(
+                f"{name} (line {layer.line}): no weight_filler, so its weights start at 0 as in Caffe and its "
+                'units stay alike; add weight_filler { type: "xavier" }'
+            )
+    return found
+
+
+def _check_top(layer: Msg, name: str, top: str, bottoms: list[str], values: dict[str, _Value]) -> None:
+    """A layer writes an existing blob only in place."""
+    if top in values and not (bottoms and top == bottoms[0]):
+        other = values[top]
+        layer.fail(
+            f"{name}: top '{top}' is already produced by "
+            + (f"layer '{other.layer}'" if other.layer else "kiln's data")
+            + "; a layer writes an existing blob only in place (top = its bottom)",
+            "top",
+            kind="structure",
+        )
 
 
 def _missing_bottom(name: str, bottom: str, stage: str, label_blob: str, layers: list[tuple[Msg, LayerType]]) -> str:
