@@ -11,9 +11,12 @@ kiln users revoke TOKEN_ID
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from kiln.accounts import AccountError, Accounts
 from kiln.cli_common import refused, settings_of
@@ -28,33 +31,51 @@ def add_user_commands(sub: argparse._SubParsersAction) -> None:
     add.add_argument("name")
     add.add_argument("--admin", action="store_true", help="may manage users and change every job")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    add.set_defaults(func=cmd_add)
+    add.set_defaults(func=_refusing(cmd_add))
 
     lst = cmds.add_parser("list", help="accounts and their API tokens")
     lst.add_argument("--json", action="store_true")
-    lst.set_defaults(func=cmd_list)
+    lst.set_defaults(func=_refusing(cmd_list))
 
     delete = cmds.add_parser("delete", help="delete an account, its tokens and sessions (its jobs stay)")
     delete.add_argument("name")
-    delete.set_defaults(func=cmd_delete)
+    delete.set_defaults(func=_refusing(cmd_delete))
 
     password = cmds.add_parser("password", help="set a new password (ends every session of the user)")
     password.add_argument("name")
     password.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    password.set_defaults(func=cmd_password)
+    password.set_defaults(func=_refusing(cmd_password))
 
     token = cmds.add_parser("token", help="create an API token for scripts (Authorization: Bearer ...)")
     token.add_argument("name")
     token.add_argument("--label", default="", help="what the token is for")
-    token.set_defaults(func=cmd_token)
+    token.set_defaults(func=_refusing(cmd_token))
 
     revoke = cmds.add_parser("revoke", help="revoke an API token by its id (kiln users list)")
     revoke.add_argument("token_id", type=int)
-    revoke.set_defaults(func=cmd_revoke)
+    revoke.set_defaults(func=_refusing(cmd_revoke))
 
 
-def _accounts(args: argparse.Namespace) -> Accounts:
-    return Accounts(settings_of(args).db_path)
+@contextmanager
+def _accounts(args: argparse.Namespace) -> Iterator[Accounts]:
+    accounts = Accounts(settings_of(args).db_path)
+    try:
+        yield accounts
+    finally:
+        accounts.close()
+
+
+def _refusing(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """An AccountError (unknown user, weak password ...) is the user's message and exit 1."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except AccountError as exc:
+            return refused(exc)
+
+    return run
 
 
 def _read_password(args: argparse.Namespace, name: str) -> str | None:
@@ -74,23 +95,15 @@ def cmd_add(args: argparse.Namespace) -> int:
     password = _read_password(args, args.name)
     if password is None:
         return 2
-    accounts = _accounts(args)
-    try:
+    with _accounts(args) as accounts:
         accounts.add_user(args.name, password, is_admin=args.admin)
-    except AccountError as exc:
-        return refused(exc)
-    finally:
-        accounts.close()
     print(f"Added {'admin ' if args.admin else ''}{args.name}.")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    accounts = _accounts(args)
-    try:
+    with _accounts(args) as accounts:
         users, tokens = accounts.list_users(), accounts.list_tokens()
-    finally:
-        accounts.close()
     if args.json:
         print(json.dumps({"users": users, "tokens": tokens}, indent=1))
         return 0
@@ -105,13 +118,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    accounts = _accounts(args)
-    try:
+    with _accounts(args) as accounts:
         accounts.delete_user(args.name)
-    except AccountError as exc:
-        return refused(exc)
-    finally:
-        accounts.close()
     print(f"Deleted {args.name} (their jobs stay).")
     return 0
 
@@ -120,25 +128,15 @@ def cmd_password(args: argparse.Namespace) -> int:
     password = _read_password(args, args.name)
     if password is None:
         return 2
-    accounts = _accounts(args)
-    try:
+    with _accounts(args) as accounts:
         accounts.set_password(args.name, password)
-    except AccountError as exc:
-        return refused(exc)
-    finally:
-        accounts.close()
     print(f"New password for {args.name}; their sessions ended.")
     return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    accounts = _accounts(args)
-    try:
+    with _accounts(args) as accounts:
         token_id, token = accounts.create_token(args.name, args.label)
-    except AccountError as exc:
-        return refused(exc)
-    finally:
-        accounts.close()
     print(
         f"token {token_id} for {args.name} (shown once; send it as 'Authorization: Bearer <token>'):", file=sys.stderr
     )
@@ -147,11 +145,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    accounts = _accounts(args)
-    try:
+    with _accounts(args) as accounts:
         found = accounts.revoke_token(args.token_id)
-    finally:
-        accounts.close()
     if not found:
         print(f"error: no token {args.token_id}", file=sys.stderr)
         return 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import Depends, HTTPException, Request
 
@@ -12,22 +14,26 @@ from kiln.config import Settings
 from kiln.store import Job, Store
 
 _local = threading.local()
+T = TypeVar("T")
 
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> Store:
-    """One SQLite connection per thread (FastAPI runs sync routes in a thread pool)."""
+def _per_thread(request: Request, kind: Callable[[Path], T]) -> T:
+    """One ``kind`` over the app's kiln.db per thread: one SQLite connection per thread (FastAPI
+    runs sync routes in a thread pool)."""
     settings: Settings = request.app.state.settings
-    cache = getattr(_local, "stores", None)
-    if cache is None:
-        cache = _local.stores = {}
-    store = cache.get(settings.db_path)
-    if store is None:
-        store = cache[settings.db_path] = Store(settings.db_path)
-    return store
+    cache: dict[tuple[Any, Path], Any] = _local.__dict__.setdefault("cache", {})
+    key = (kind, settings.db_path)
+    if key not in cache:
+        cache[key] = kind(settings.db_path)
+    return cast(T, cache[key])
+
+
+def get_store(request: Request) -> Store:
+    return _per_thread(request, Store)
 
 
 def wants_json(request: Request) -> bool:
@@ -45,15 +51,8 @@ PUBLIC_PATHS = ("/login", "/logout", "/favicon.ico")
 
 
 def get_accounts(request: Request) -> Accounts:
-    """The accounts tables over the app's kiln.db, one connection per thread."""
-    settings: Settings = request.app.state.settings
-    cache = getattr(_local, "accounts", None)
-    if cache is None:
-        cache = _local.accounts = {}
-    accounts = cache.get(settings.db_path)
-    if accounts is None:
-        accounts = cache[settings.db_path] = Accounts(settings.db_path)
-    return accounts
+    """The accounts tables over the app's kiln.db."""
+    return _per_thread(request, Accounts)
 
 
 def signer(request: Request) -> SessionSigner:
