@@ -167,6 +167,23 @@ class Kiln:
 
         return run_job(self.settings, job_id)
 
+    def built_dataset(self, folder: Path, name: str, pct_val: str = "20") -> str:
+        """A 28x28 grey dataset from a class folder, created over the API and built in this process."""
+        res = self.client.post(
+            "/datasets/images/classification.json",
+            data={
+                "dataset_name": name,
+                "folder_train": str(folder),
+                "resize_channels": "1",
+                "resize_width": "28",
+                "resize_height": "28",
+                "folder_pct_val": pct_val,
+            },
+        )
+        dataset_id = res.json()["id"]
+        assert self.run(dataset_id) == "Done"
+        return dataset_id
+
     def status(self, job_id: str) -> dict[str, Any]:
         return self.client.get(f"/jobs/{job_id}/status").json()
 

@@ -31,19 +31,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = write_class_folder(root / "imgs", {c: 10 for c in CLASSES}, size=(28, 28))
     kiln = Kiln(root / "data")
     try:
-        res = kiln.client.post(
-            "/datasets/images/classification.json",
-            data={
-                "dataset_name": "six",
-                "folder_train": str(folder),
-                "resize_channels": "1",
-                "resize_width": "28",
-                "resize_height": "28",
-                "folder_pct_val": "20",
-            },
-        )
-        dataset_id = res.json()["id"]
-        assert kiln.run(dataset_id) == "Done"
+        dataset_id = kiln.built_dataset(folder, "six")
         res = kiln.client.post(
             "/models/images/classification.json",
             data={

@@ -37,19 +37,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = write_class_folder(root / "imgs", {"one": 60, "two": 60, "three": 60}, size=(28, 28))
     kiln = Kiln(root / "data")
     try:
-        res = kiln.client.post(
-            "/datasets/images/classification.json",
-            data={
-                "dataset_name": "digits",
-                "folder_train": str(folder),
-                "resize_channels": "1",
-                "resize_width": "28",
-                "resize_height": "28",
-                "folder_pct_val": "20",
-            },
-        )
-        dataset_id = res.json()["id"]
-        assert kiln.run(dataset_id) == "Done"
+        dataset_id = kiln.built_dataset(folder, "digits")
         res = _model(
             kiln.client,
             dataset_id,

@@ -30,19 +30,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = write_class_folder(root / "imgs", {"a": 6, "b": 6}, size=(28, 28))
     kiln = Kiln(root / "data")
     try:
-        res = kiln.client.post(
-            "/datasets/images/classification.json",
-            data={
-                "dataset_name": "ab",
-                "folder_train": str(folder),
-                "resize_channels": "1",
-                "resize_width": "28",
-                "resize_height": "28",
-                "folder_pct_val": "25",
-            },
-        )
-        dataset_id = res.json()["id"]
-        assert kiln.run(dataset_id) == "Done"
+        dataset_id = kiln.built_dataset(folder, "ab", pct_val="25")
         res = kiln.client.post(
             f"{CLASSIFY}.json",
             data={
