@@ -64,6 +64,13 @@ class Settings:
             "help": "Largest file kiln reads from a user-given path (an image, a list), in MB (KILN_MAX_IMAGE_MB)"
         },
     )
+    allow_python_networks: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept networks written in Python (KILN_ALLOW_PYTHON_NETWORKS=1): they run arbitrary code "
+            "with the server's rights, so allow them only where every user may run code on this machine"
+        },
+    )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -82,6 +89,7 @@ class Settings:
         s.heavy_queue = max(0, int(s.heavy_queue))
         s.max_classify_images = max(1, int(s.max_classify_images))
         s.max_image_mb = int(s.max_image_mb)
+        s.allow_python_networks = str(s.allow_python_networks).strip().lower() in ("1", "true", "yes", "on")
         return s
 
     @property
@@ -106,7 +114,11 @@ class Settings:
     def worker_env(self) -> dict[str, str]:
         """The settings a worker process must share with the server that starts it, as KILN_* variables
         (the worker builds its Settings from the environment)."""
-        return {"KILN_DATA_ROOTS": self.data_roots or "", "KILN_MAX_IMAGE_MB": str(self.max_image_mb)}
+        return {
+            "KILN_DATA_ROOTS": self.data_roots or "",
+            "KILN_MAX_IMAGE_MB": str(self.max_image_mb),
+            "KILN_ALLOW_PYTHON_NETWORKS": "1" if self.allow_python_networks else "0",
+        }
 
     @property
     def auth_mode(self) -> str:

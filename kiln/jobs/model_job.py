@@ -32,6 +32,11 @@ def run_model(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -
             f"Dataset {job.dataset_id} is missing or not finished; create it again and clone this model."
         )
     config = TrainConfig.from_dict(job.params["config"])
+    if config.network_text and config.network_language == "python" and not settings.allow_python_networks:
+        raise UserFacingError(
+            "This model's network is Python code, and this server does not run users' code; start kiln with "
+            "KILN_ALLOW_PYTHON_NETWORKS=1 to train it, or clone it with a prototxt network."
+        )
     resume = (job_dir / "resume.pt").exists()
     start = resume_point(job_dir)
     if start is not None:

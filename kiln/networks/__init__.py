@@ -1,11 +1,11 @@
-"""Networks: one registry for every network, whether written in Python or (later) as text.
+"""Networks: one registry for every network, whether written in Python or as Caffe text.
 
 Importing this package registers the standard networks, in the order DIGITS lists them.
 """
 
 # isort: skip_file
 # Registration order is the order pages list them (DIGITS': LeNet, AlexNet, GoogLeNet): keep it.
-from . import lenet, alexnet, googlenet, resnet  # noqa: F401  (registration side effects)
+from . import standard_texts, resnet, lenet, alexnet, googlenet  # noqa: F401  (registration side effects)
 from .registry import (
     NetworkInfo,
     count_parameters,

@@ -73,18 +73,8 @@ class AlexNet(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-@register_network(
-    "alexnet",
-    label="AlexNet",
-    description="Five convolutions and three fully connected layers; the 2012 ImageNet winner.",
-    paper_url="https://papers.nips.cc/paper/4824-imagenet-classification-with-deep-convolutional-neural-networks",
-    year=2012,
-    intended_size=(256, 256, 3),
-    default_batch=128,
-    default_val_batch=32,
-    default_crop=227,
-    default_lr=0.01,
-    default_solver="SGD",
-)
-def alexnet(num_classes: int, in_channels: int, height: int, width: int) -> nn.Module:
+# kiln 0.1 trained this hand-written AlexNet; snapshots saved before the network texts (no
+# "network_text" in their json) are rebuilt with it. New jobs run kiln/networks/texts/alexnet.prototxt.
+@register_network("alexnet-v0", label="AlexNet (kiln 0.1, Python)", listed=False)
+def alexnet_v0(num_classes: int, in_channels: int, height: int, width: int) -> nn.Module:
     return AlexNet(num_classes, in_channels, height, width)

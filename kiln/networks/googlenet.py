@@ -127,18 +127,8 @@ class GoogLeNet(nn.Module):
         return logits
 
 
-@register_network(
-    "googlenet",
-    label="GoogLeNet",
-    description="22 layers of inception modules with two auxiliary classifiers; the 2014 ImageNet winner.",
-    paper_url="https://arxiv.org/abs/1409.4842",
-    year=2014,
-    intended_size=(256, 256, 3),
-    default_batch=32,
-    default_val_batch=16,
-    default_crop=224,
-    default_lr=0.01,
-    default_solver="SGD",
-)
-def googlenet(num_classes: int, in_channels: int, height: int, width: int) -> nn.Module:
+# kiln 0.1 trained this hand-written GoogLeNet; snapshots saved before the network texts (no
+# "network_text" in their json) are rebuilt with it. New jobs run kiln/networks/texts/googlenet.prototxt.
+@register_network("googlenet-v0", label="GoogLeNet (kiln 0.1, Python)", listed=False)
+def googlenet_v0(num_classes: int, in_channels: int, height: int, width: int) -> nn.Module:
     return GoogLeNet(num_classes, in_channels, height, width)

@@ -54,18 +54,8 @@ class LeNet(nn.Module):
         return self.ip2(self.relu1(self.ip1(x)))
 
 
-@register_network(
-    "lenet",
-    label="LeNet",
-    description="Two convolutions and two fully connected layers; the MNIST hello world.",
-    paper_url="http://yann.lecun.com/exdb/publis/pdf/lecun-01a.pdf",
-    year=1998,
-    intended_size=(28, 28, 1),
-    default_batch=64,
-    default_val_batch=32,
-    default_crop=None,
-    default_lr=0.01,
-    default_solver="SGD",
-)
-def lenet(num_classes: int, in_channels: int, height: int, width: int) -> nn.Module:
+# kiln 0.1 trained this hand-written LeNet; snapshots saved before the network texts (no
+# "network_text" in their json) are rebuilt with it. New jobs run kiln/networks/texts/lenet.prototxt.
+@register_network("lenet-v0", label="LeNet (kiln 0.1, Python)", listed=False)
+def lenet_v0(num_classes: int, in_channels: int, height: int, width: int) -> nn.Module:
     return LeNet(num_classes, in_channels, height, width)

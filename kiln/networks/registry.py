@@ -39,6 +39,7 @@ class NetworkInfo:
     default_lr: float = 0.01
     default_solver: str = "SGD"
     source: str = "python"  # python | prototxt
+    listed: bool = True  # False: builds old snapshots only; not offered on forms
 
 
 _REGISTRY: dict[str, tuple[Builder, NetworkInfo]] = {}
@@ -67,6 +68,7 @@ def register_network(
     default_lr: float = 0.01,
     default_solver: str = "SGD",
     source: str = "python",
+    listed: bool = True,
 ) -> Callable[[Builder], Builder]:
     """Decorator form of :func:`register_builder`; the keywords are :class:`NetworkInfo`'s fields."""
     info = NetworkInfo(
@@ -82,6 +84,7 @@ def register_network(
         default_lr,
         default_solver,
         source,
+        listed,
     )
 
     def decorate(builder: Builder) -> Builder:
@@ -109,9 +112,9 @@ def get_network_info(name: str) -> NetworkInfo:
     return _lookup(name)[1]
 
 
-def list_networks() -> list[NetworkInfo]:
-    """Every registered network, in registration order (LeNet, AlexNet, GoogLeNet first, as DIGITS)."""
-    return [info for _, info in _REGISTRY.values()]
+def list_networks(include_unlisted: bool = False) -> list[NetworkInfo]:
+    """The networks forms offer, in registration order (LeNet, AlexNet, GoogLeNet first, as DIGITS)."""
+    return [info for _, info in _REGISTRY.values() if info.listed or include_unlisted]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

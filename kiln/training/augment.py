@@ -56,10 +56,11 @@ def check_augmentations(config: TrainConfig) -> None:
 class Augmenter:
     """``Augmenter(config, channels)(batch, generator)`` returns an augmented copy of the batch."""
 
-    def __init__(self, config: TrainConfig, channels: int) -> None:
+    def __init__(self, config: TrainConfig, channels: int, mirror: bool = False) -> None:
+        """``mirror``: the network text's data layer asks for random left-right flips (Caffe's ``mirror``)."""
         check_augmentations(config)
         c = config
-        self.flip_lr = c.aug_flip in ("fliplr", "fliplrud")
+        self.flip_lr = mirror or c.aug_flip in ("fliplr", "fliplrud")
         self.flip_ud = c.aug_flip in ("flipud", "fliplrud")
         self.quarter_turns = QUARTER_TURNS[c.aug_quad_rot]
         self.rotation, self.scale = float(c.aug_rot), float(c.aug_scale)

@@ -85,12 +85,20 @@ def snapshot_meta(
     metrics: dict[str, float],
     config: dict[str, Any],
     network_kwargs: dict[str, Any] | None = None,
+    network_text: str = "",
+    network_language: str = "prototxt",
 ) -> dict[str, Any]:
-    """The json that travels with a snapshot's weights; height/width are the network's input size."""
+    """The json that travels with a snapshot's weights; height/width are the network's input size.
+
+    ``network_text`` is the text that ran (a standard network's too), so the snapshot rebuilds
+    exactly even after kiln's own texts change; "" for networks written as Python classes.
+    """
     return {
         "format": FORMAT,
         "kiln_version": kiln.__version__,
         "network": network,
+        "network_text": network_text,
+        "network_language": network_language,
         "network_kwargs": network_kwargs or {},
         "num_classes": num_classes,
         "in_channels": in_channels,
@@ -157,12 +165,43 @@ def read_meta(out_dir: Path, epoch: float | str | None = None) -> dict[str, Any]
 
 
 def build_network(meta: dict[str, Any]) -> nn.Module:
-    """A fresh network with the snapshot's architecture (not its weights)."""
+    """A fresh network with the snapshot's architecture (not its weights).
+
+    A Python network's code runs again here: the job that saved the snapshot was allowed to run it.
+    """
+    from kiln.networks.definition import NetworkDef
     from kiln.networks.registry import create_network
 
-    args = (meta["network"], meta["num_classes"], meta["in_channels"], meta["height"], meta["width"])
     kwargs = meta.get("network_kwargs") or {}
-    return create_network(*args, **kwargs) if kwargs else create_network(*args)
+    shape = (meta["in_channels"], meta["height"], meta["width"])
+    if kwargs:
+        return create_network(meta["network"], meta["num_classes"], *shape, **kwargs)
+    return NetworkDef.of_meta(meta).build(meta["num_classes"], shape)
+
+
+def load_matching(model: nn.Module, path: Path | str) -> list[str]:
+    """Copy the weights of ``path`` whose names and shapes match ``model``'s (fine-tuning).
+
+    Returns what starts fresh, one line per tensor: missing from the snapshot, or of another
+    shape there (a new class count). Loads safetensors only: no code runs.
+    """
+    saved = load_file(str(path), device="cpu")
+    own = model.state_dict()
+    fresh, take = [], {}
+    for name, tensor in own.items():
+        other = saved.get(name)
+        if other is None:
+            fresh.append(f"{name} (not in the snapshot)")
+        elif tuple(other.shape) != tuple(tensor.shape):
+            fresh.append(
+                f"{name} ({'x'.join(map(str, other.shape))} in the snapshot, {'x'.join(map(str, tensor.shape))} here)"
+            )
+        else:
+            take[name] = other
+    if not take:
+        raise ValueError(f"no layer of {Path(path).name} fits this network: names and shapes all differ")
+    model.load_state_dict(take, strict=False)
+    return fresh
 
 
 def load_snapshot(

@@ -8,7 +8,11 @@ from typing import Any
 
 @dataclass
 class TrainConfig:
-    network: str = "lenet"  # a name in kiln.networks.registry
+    network: str = "lenet"  # a name in kiln.networks.registry, or "custom" (network_text)
+    network_text: str = ""  # a custom network: Caffe prototxt, or Python (kiln.networks.python_network)
+    network_language: str = "prototxt"  # of network_text: prototxt | python
+    pretrained_weights: str = ""  # a snapshot's .safetensors to start from (fine-tuning); "" = fresh
+    pretrained_from: str = ""  # what those weights are, for people: "<job id> epoch <N>"
     train_epochs: float = 30
     snapshot_interval: float = 1.0  # epochs; 0 = only the final snapshot
     val_interval: float = 1.0  # epochs; 0 = no validation

@@ -41,6 +41,7 @@ from kiln.training.feeder import Feeder
 from kiln.training.options import check_config
 
 if TYPE_CHECKING:
+    from kiln.networks.definition import NetworkDef
     from kiln.networks.registry import NetworkInfo
     from kiln.training.augment import Augmenter
 
@@ -58,7 +59,7 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter, 
     Raises kiln.reporting.Stopped when reporter.should_stop() turns true, TrainingDiverged when
     the loss stops being finite, ValueError for settings that cannot work with this dataset.
     """
-    from kiln.networks.registry import get_network_info
+    from kiln.networks.definition import NetworkDef
 
     started = time.perf_counter()
     check_config(config)  # the same check the form ran at job creation
@@ -67,19 +68,21 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter, 
     out_dir = Path(out_dir)
 
     # -- what we train on, and how many iterations that makes -------------------------------------
-    network = get_network_info(config.network)
-    data = Data.load(config, dataset)
-    plan = Plan.make(config, len(data.train), network, hw.dist.world, has_val=data.val is not None)
+    network = NetworkDef.of_config(config)
+    data = Data.load(config, dataset, network.default_crop())
+    plan = Plan.make(config, len(data.train), network.info(), hw.dist.world, has_val=data.val is not None)
 
     # -- resume state or a fresh start; the network, solver and schedule --------------------------
     saved = checkpoint.load_resume(out_dir) if resume else None
     seed = saved["seed"] if saved else hw.dist.broadcast_int(rng.new_seed(config.random_seed))
     state = TrainState(**saved["state"]) if saved else TrainState()
-    learner = Learner.build(config, data, plan, hw, seed)
+    learner = Learner.build(config, network, data, plan, hw, seed)
     if saved:
         learner.load(saved, hw.dist.rank)
+    elif config.pretrained_weights:
+        learner.start_from(config, report)
     learner.net = hw.dist.wrap(learner.model, hw.device)  # DDP copies rank 0's weights
-    run = Run(config, plan, hw, data, learner, state, seed, out_dir, report)
+    run = Run(config, network, plan, hw, data, learner, state, seed, out_dir, report)
     if hw.dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     log_start(run)
@@ -135,15 +138,34 @@ class Data:
     val: Feeder | None  # None when there is nothing to validate on, or no val_interval
 
     @classmethod
-    def load(cls, config: TrainConfig, dataset: Any) -> Data:
+    def load(cls, config: TrainConfig, dataset: Any, network_crop: int | None = None) -> Data:
+        """``network_crop``: the network text's crop, used when the form leaves crop_size blank."""
         if ("train" not in dataset.splits) or dataset.count("train") == 0:
             raise ValueError("the dataset has no training images; create it again with a train split")
         has_val = config.val_interval > 0 and "val" in dataset.splits and dataset.count("val") > 0
-        pre = Preprocess.for_dataset(dataset, config.use_mean, config.crop_size)
+        pre = Preprocess.for_dataset(
+            dataset, config.use_mean, effective_crop(config, network_crop, dataset.image_shape)
+        )
         in_memory = config.extra.get("data_in_memory")  # None: decided by the split's size
         train = Feeder(dataset.images("train"), dataset.targets("train"), in_memory)
         val = Feeder(dataset.images("val"), dataset.targets("val"), in_memory) if has_val else None
         return cls(list(dataset.labels), pre, train, val)
+
+
+def effective_crop(config: TrainConfig, network_crop: int | None, image_shape: tuple[int, ...]) -> int | None:
+    """The form's crop_size, else the network text's crop (AlexNet 227); ValueError when too big.
+
+    ``image_shape`` is the dataset's (H, W, C). One rule for the model form and the loop.
+    """
+    crop = config.crop_size or network_crop
+    height, width = int(image_shape[0]), int(image_shape[1])
+    if crop and crop > min(height, width):
+        source = "crop_size" if config.crop_size else "the network's crop_size (its train data layer)"
+        raise ValueError(
+            f"{source} {crop} is larger than the dataset's {width}x{height} images; "
+            "pick a smaller crop, or a dataset with bigger images"
+        )
+    return crop
 
 
 @dataclass
@@ -160,20 +182,21 @@ class Learner:
     aux_weights: list[float]  # GoogLeNet's side heads: loss1, loss2 at 0.3
 
     @classmethod
-    def build(cls, config: TrainConfig, data: Data, plan: Plan, hw: Hardware, seed: int) -> Learner:
-        from kiln.networks.registry import create_network
+    def build(
+        cls, config: TrainConfig, network: NetworkDef, data: Data, plan: Plan, hw: Hardware, seed: int
+    ) -> Learner:
         from kiln.training.augment import Augmenter
         from kiln.training.lr_policy import make_scheduler
         from kiln.training.solvers import make_optimizer
 
         torch.manual_seed(seed)  # the same initial weights for the same seed
         in_h, in_w = data.pre.input_size
-        model = create_network(config.network, len(data.labels), data.pre.channels, in_h, in_w)
+        model = network.build(len(data.labels), (data.pre.channels, in_h, in_w))
         model = model.to(hw.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer = make_optimizer(model, config)
         scheduler = make_scheduler(optimizer, config, plan.max_iter)
         scaler = hw.grad_scaler()
-        augment = Augmenter(config, data.pre.channels)
+        augment = Augmenter(config, data.pre.channels, mirror=network.mirror())
         generator = rng.seed_rank(seed, hw.dist.rank, hw.device)
         aux_weights = list(getattr(model, "aux_weights", []) or [])
         return cls(model, model, optimizer, scheduler, scaler, augment, generator, aux_weights)
@@ -185,6 +208,12 @@ class Learner:
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
         rng.restore(saved["rng"], rank, self.generator)
+
+    def start_from(self, config: TrainConfig, report: Reporter) -> None:
+        """Fine-tuning: a snapshot's weights where names and shapes match; the rest keeps its fresh start."""
+        fresh = checkpoint.load_matching(self.model, config.pretrained_weights)
+        what = config.pretrained_from or Path(config.pretrained_weights).name
+        report.log(f"Starting from the weights of {what}" + (f"; started fresh: {', '.join(fresh)}" if fresh else ""))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -200,6 +229,7 @@ class Run:
     """Everything one training run works with, handed to the helpers below as one argument."""
 
     config: TrainConfig
+    network: NetworkDef
     plan: Plan
     hw: Hardware
     data: Data
@@ -331,7 +361,7 @@ def snapshot_meta(run: Run) -> dict[str, Any]:
     pre, labels = run.data.pre, run.data.labels
     in_h, in_w = pre.input_size
     return checkpoint.snapshot_meta(
-        network=run.config.network,
+        **run.network.meta(),
         num_classes=len(labels),
         in_channels=pre.channels,
         height=in_h,

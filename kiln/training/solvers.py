@@ -67,8 +67,20 @@ FIELDS = {
 EPS = 1e-8
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weights (2-D and more) decay; biases and norm scales/shifts (1-D) do not."""
+def param_groups(model: nn.Module, weight_decay: float, lr: float) -> list[dict[str, Any]]:
+    """A network text's ``param { lr_mult decay_mult }`` as Caffe applies them (lr x lr_mult, decay x
+    decay_mult); for Python networks, weights (2-D and more) decay and biases and norms (1-D) do not."""
+    by_multipliers = getattr(model, "multiplier_groups", None)
+    if by_multipliers is not None:
+        return [
+            {
+                "name": f"lr_mult {g['lr_mult']:g}, decay_mult {g['decay_mult']:g}",
+                "params": g["params"],
+                "lr": lr * g["lr_mult"],
+                "weight_decay": weight_decay * g["decay_mult"],
+            }
+            for g in by_multipliers()
+        ]
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"name": "decay", "params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
@@ -104,7 +116,7 @@ def _build(cls: type[torch.optim.Optimizer], groups: list[dict[str, Any]], **kwa
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``config.solver_type``; build it after moving the model to its device."""
     check_solver(config)
-    groups = param_groups(model, config.effective_weight_decay)
+    groups = param_groups(model, config.effective_weight_decay, config.learning_rate)
     lr, momentum, kind = config.learning_rate, config.momentum, config.solver_type
     if kind in ("SGD", "NESTEROV"):
         return _build(torch.optim.SGD, groups, lr=lr, momentum=momentum, nesterov=kind == "NESTEROV")

@@ -85,7 +85,7 @@ def _copy(src: nn.Module, dst: nn.Module, names: dict[str, str]) -> None:
 
 
 def test_lenet_text_is_the_hand_written_lenet() -> None:
-    python = create_network("lenet", 10, 1, 28, 28).eval()
+    python = create_network("lenet-v0", 10, 1, 28, 28).eval()
     model, _ = build_from_text(standard_text("lenet"), 10, (1, 28, 28))
     model.load_state_dict(python.state_dict())  # the same parameter names
     model.eval()
@@ -94,7 +94,7 @@ def test_lenet_text_is_the_hand_written_lenet() -> None:
 
 
 def test_alexnet_text_is_the_hand_written_alexnet() -> None:
-    python = create_network("alexnet", 6, 3, 67, 67).eval()
+    python = create_network("alexnet-v0", 6, 3, 67, 67).eval()
     model, _ = build_from_text(standard_text("alexnet"), 6, (3, 67, 67))
     names = {
         f"{part}.{n}": n
@@ -109,7 +109,7 @@ def test_alexnet_text_is_the_hand_written_alexnet() -> None:
 
 def test_googlenet_text_is_the_hand_written_googlenet_with_its_aux_heads() -> None:
     size = 96
-    python = create_network("googlenet", 5, 3, size, size)
+    python = create_network("googlenet-v0", 5, 3, size, size)
     model, _ = build_from_text(standard_text("googlenet"), 5, (3, size, size))
     names = {
         "conv1.0": "conv1/7x7_s2",
