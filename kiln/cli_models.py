@@ -56,6 +56,20 @@ def add_model_commands(sub: argparse._SubParsersAction, field_options: bool = Tr
         help="any other model form field, e.g. --set aug_flip=fliplr --set momentum=0.9",
     )
     train.add_argument(
+        "--network-file",
+        type=Path,
+        metavar="FILE",
+        help="a custom network: a Caffe .prototxt (DIGITS' all-in-one or train_val form), or a .py file "
+        "defining network(num_classes, input_shape) when the server allows Python networks",
+    )
+    train.add_argument(
+        "--from",
+        dest="start_from",
+        metavar="MODEL[:EPOCH]",
+        help="fine-tune: start from a model's weights (its latest snapshot, or EPOCH); its network too, "
+        "unless --network-file gives another. Layers whose shapes differ start fresh",
+    )
+    train.add_argument(
         "--recipe",
         action="store_true",
         help="start from kiln's measured recipe for the network (e.g. LeNet: Adam, cosine, 3 epochs)",
@@ -96,7 +110,27 @@ def form_from_args(args: argparse.Namespace, dataset_id: str) -> dict[str, Any]:
         if not sep:
             raise SystemExit(f"error: --set {item!r}: use FIELD=VALUE")
         form[key.strip()] = value.strip()
+    form.update(_network_fields(args))
     return form
+
+
+def _network_fields(args: argparse.Namespace) -> dict[str, str]:
+    """--network-file and --from as the model form's method/custom_network/previous_networks fields."""
+    file, start = getattr(args, "network_file", None), getattr(args, "start_from", None)
+    job_id, _, epoch = (start or "").partition(":")
+    if file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SystemExit(f"error: --network-file {file}: {exc}") from None
+        language = "python" if Path(file).suffix == ".py" else "prototxt"
+        fields = {"method": "custom", "custom_network": text, "network_language": language}
+        if start:
+            fields["custom_network_snapshot"] = f"{job_id}:{epoch}" if epoch else job_id
+        return fields
+    if start:
+        return {"method": "previous", "previous_networks": job_id, f"{job_id}-snapshot": epoch}
+    return {}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -108,6 +142,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     store = Store(settings.db_path)
     try:
         dataset = _find(store, "dataset", args.dataset)
+        if getattr(args, "start_from", None):  # a model's name does as well as its id
+            key, sep, epoch = args.start_from.rpartition(":") if ":" in args.start_from else (args.start_from, "", "")
+            found = _find(store, "model", key)
+            args.start_from = (found.id if found else key) + sep + epoch
         try:
             ids = create_model_jobs(
                 form_from_args(args, dataset.id if dataset else args.dataset), store, settings, args.username

@@ -216,3 +216,19 @@ def _resize_mode(dataset: Any) -> str:
         if manifest.get("resize_mode"):
             return str(manifest["resize_mode"])
     return "squash"
+
+
+def effective_crop(crop_size: int | None, network_crop: int | None, image_shape: tuple[int, ...]) -> int | None:
+    """The form's crop_size, else the network text's (AlexNet 227); ValueError when it is too big.
+
+    ``image_shape`` is the dataset's (H, W, C). One rule for the model form and the train loop.
+    """
+    crop = crop_size or network_crop
+    height, width = int(image_shape[0]), int(image_shape[1])
+    if crop and crop > min(height, width):
+        source = "crop_size" if crop_size else "the network's crop_size (in its train data layer)"
+        raise ValueError(
+            f"{source} {crop} is larger than the dataset's {width}x{height} images; "
+            "pick a smaller crop, or a dataset with bigger images"
+        )
+    return crop

@@ -10,6 +10,8 @@ from typing import Any
 
 from kiln.config import Settings
 from kiln.forms import FormErrors, coerce
+from kiln.jobs.network_choice import NetworkChoice, dataset_shape, network_choice
+from kiln.preprocess import effective_crop
 from kiln.store import Store
 from kiln.training.config import TrainConfig
 from kiln.training.options import FIELDS, SWEEP_FIELDS, field_errors
@@ -59,23 +61,16 @@ def configs_from_form(
     Every config passes the engine's own check (kiln.training.options.check_config), so a job is
     never created with a value training would refuse.
     """
-    from kiln.networks.registry import get_network_info, list_networks
-
     errors: dict[str, list[str]] = {}
     common = _common(form, store, errors)
     base = _parse_fields(form, errors)
-    method = str(form.get("method", "standard"))
-    network = str(form.get("standard_networks") or form.get("network") or "")
-    if method != "standard":
-        errors.setdefault("method", []).append(f"Network type {method!r} is not available yet; use 'standard'.")
-    names = [n.name for n in list_networks()]
-    if network not in names:
-        errors.setdefault("standard_networks", []).append(f"Pick one of: {', '.join(names)}.")
-    else:
-        base["network"] = network
+    chosen = network_choice(form, store, settings, errors)
+    if chosen is not None:
+        base.update(chosen.config_values())
+        if common.get("dataset_spec"):
+            _check_network(chosen, base, common, settings, store, errors)
     lrs = _list("learning_rate", form.get("learning_rate", "0.01"), float, errors)
     batches = _list("batch_size", form.get("batch_size", ""), int, errors)
-    _check_crop(base, common.get("dataset_spec"), errors)
     if len(lrs) * len(batches) > MAX_SWEEP_JOBS:
         errors.setdefault("learning_rate", []).append(
             f"A sweep creates at most {MAX_SWEEP_JOBS} jobs; this one asks for {len(lrs) * len(batches)}."
@@ -86,8 +81,8 @@ def configs_from_form(
         values = dict(base)
         if lr is not None:
             values["learning_rate"] = lr
-        if network in names:
-            values["batch_size"] = bs if bs is not None else get_network_info(network).default_batch
+        if chosen is not None:
+            values["batch_size"] = bs if bs is not None else chosen.network.default_batch()
         config = TrainConfig.from_dict(values)
         for field, messages in field_errors(config).items():
             if field not in errors:
@@ -99,12 +94,27 @@ def configs_from_form(
     return common, configs
 
 
-def _check_crop(base: dict[str, Any], spec: dict[str, Any] | None, errors: dict[str, list[str]]) -> None:
-    crop = base.get("crop_size")
-    if crop and spec and crop > min(int(spec["resize_width"]), int(spec["resize_height"])):
-        errors.setdefault("crop_size", []).append(
-            f"Must not exceed the image size ({spec['resize_width']}x{spec['resize_height']})."
-        )
+def _check_network(
+    chosen: NetworkChoice,
+    base: dict[str, Any],
+    common: dict[str, Any],
+    settings: Settings,
+    store: Store,
+    errors: dict[str, list[str]],
+) -> None:
+    """The network must build for the dataset's images (cropped as training will): line-exact errors."""
+    num_classes, (channels, height, width) = dataset_shape(store.get_job(common["dataset_id"]), settings)
+    config = TrainConfig.from_dict(base)
+    try:
+        crop = effective_crop(config.crop_size, chosen.network.default_crop(), (height, width, channels))
+    except ValueError as exc:
+        errors.setdefault("crop_size", []).append(str(exc)[0].upper() + str(exc)[1:] + ".")
+        return
+    shape = (channels, crop or height, crop or width)
+    try:
+        chosen.network.check(num_classes, shape, allow_python=settings.allow_python_networks)
+    except ValueError as exc:  # PrototxtError / PythonNetworkError: "line 42, column 3: ..."
+        errors.setdefault(chosen.field, []).append(str(exc))
 
 
 def _common(form: dict[str, Any], store: Store, errors: dict[str, list[str]]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ def run_model(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -
             "This model's network is Python code, and this server does not run users' code; start kiln with "
             "KILN_ALLOW_PYTHON_NETWORKS=1 to train it, or clone it with a prototxt network."
         )
+    write_network_file(config, job_dir)
     resume = (job_dir / "resume.pt").exists()
     start = resume_point(job_dir)
     if start is not None:
@@ -45,3 +46,14 @@ def run_model(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -
         return train(config, PackedDataset(dataset_dir), job_dir, reporter, resume=resume)
     except TrainingDiverged as exc:  # its message names the epoch and the fix
         raise UserFacingError(str(exc)) from exc
+
+
+def write_network_file(config: TrainConfig, job_dir: Path) -> None:
+    """The network text that runs, as network.prototxt (or network.py) in the model's folder."""
+    from kiln.atomic import atomic_write_text
+    from kiln.networks.definition import NetworkDef
+
+    network = NetworkDef.of_config(config)
+    if network.source is not None and network.text_file and not (job_dir / network.text_file).exists():
+        job_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(job_dir / network.text_file, network.source)

@@ -45,6 +45,15 @@ class NetworkDef:
         return cls(config.network, config.network_text, config.network_language or "prototxt")
 
     @classmethod
+    def of_dict(cls, config: dict[str, Any]) -> NetworkDef:
+        """From a job's stored config (``job.params["config"]``)."""
+        return cls(
+            config.get("network", "lenet"),
+            config.get("network_text") or "",
+            config.get("network_language") or "prototxt",
+        )
+
+    @classmethod
     def of_meta(cls, meta: dict[str, Any]) -> NetworkDef:
         """From a snapshot's json; snapshots from before network texts rebuild kiln 0.1's Python class."""
         if "network_text" not in meta and meta["network"] in STANDARD_TEXTS:

@@ -89,3 +89,28 @@ def _check_output(module: nn.Module, num_classes: int, input_shape: tuple[int, i
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise PythonNetworkError(f"the network must return scores of shape (N, {num_classes}); it returned {shape}")
+
+
+def layer_table(module: nn.Module, input_shape: tuple[int, int, int]) -> list[dict[str, Any]]:
+    """Every leaf module run on one image, in order: name, type, output shape, parameters."""
+    rows: list[dict[str, Any]] = []
+    hooks = []
+    for name, child in module.named_modules():
+        if next(child.children(), None) is None:
+
+            def record(m: nn.Module, _: Any, out: Any, name: str = name) -> None:
+                shapes = [list(out.shape[1:])] if isinstance(out, torch.Tensor) else []
+                params = sum(p.numel() for p in m.parameters(recurse=False))
+                rows.append({"name": name, "type": type(m).__name__, "line": 0, "shapes": shapes, "params": params})
+
+            hooks.append(child.register_forward_hook(record))
+    was_training = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(torch.zeros(1, *input_shape))
+    finally:
+        module.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return rows

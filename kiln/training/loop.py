@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from kiln.preprocess import Preprocess
+from kiln.preprocess import Preprocess, effective_crop
 from kiln.reporting import RecordingReporter, Reporter, Stopped
 from kiln.training import checkpoint, rng
 from kiln.training.config import TrainConfig
@@ -143,29 +143,12 @@ class Data:
         if ("train" not in dataset.splits) or dataset.count("train") == 0:
             raise ValueError("the dataset has no training images; create it again with a train split")
         has_val = config.val_interval > 0 and "val" in dataset.splits and dataset.count("val") > 0
-        pre = Preprocess.for_dataset(
-            dataset, config.use_mean, effective_crop(config, network_crop, dataset.image_shape)
-        )
+        crop = effective_crop(config.crop_size, network_crop, dataset.image_shape)
+        pre = Preprocess.for_dataset(dataset, config.use_mean, crop)
         in_memory = config.extra.get("data_in_memory")  # None: decided by the split's size
         train = Feeder(dataset.images("train"), dataset.targets("train"), in_memory)
         val = Feeder(dataset.images("val"), dataset.targets("val"), in_memory) if has_val else None
         return cls(list(dataset.labels), pre, train, val)
-
-
-def effective_crop(config: TrainConfig, network_crop: int | None, image_shape: tuple[int, ...]) -> int | None:
-    """The form's crop_size, else the network text's crop (AlexNet 227); ValueError when too big.
-
-    ``image_shape`` is the dataset's (H, W, C). One rule for the model form and the loop.
-    """
-    crop = config.crop_size or network_crop
-    height, width = int(image_shape[0]), int(image_shape[1])
-    if crop and crop > min(height, width):
-        source = "crop_size" if config.crop_size else "the network's crop_size (its train data layer)"
-        raise ValueError(
-            f"{source} {crop} is larger than the dataset's {width}x{height} images; "
-            "pick a smaller crop, or a dataset with bigger images"
-        )
-    return crop
 
 
 @dataclass

@@ -53,9 +53,18 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
     _upload_limit(app, settings.max_upload_mb)
     security.install(app, settings)  # outermost, after every other middleware: Host, Origin, CSRF, NUL, headers
 
-    from kiln.web import routes_auth, routes_datasets, routes_events, routes_home, routes_jobs, routes_models
+    from kiln.web import (
+        routes_auth,
+        routes_datasets,
+        routes_events,
+        routes_home,
+        routes_jobs,
+        routes_models,
+        routes_networks,
+    )
 
-    for module in (routes_auth, routes_home, routes_jobs, routes_events, routes_datasets, routes_models):
+    modules = (routes_auth, routes_home, routes_jobs, routes_events, routes_datasets, routes_models, routes_networks)
+    for module in modules:
         app.include_router(module.router)
     return app
 

@@ -58,6 +58,14 @@ def dataset_dict(job: Job, jobs_dir: Path, verbose: bool = False) -> dict[str, A
     return out
 
 
+def _network_file(config: dict[str, Any]) -> str:
+    """DIGITS' "model file": the network text in the model's folder (a Python class: its name)."""
+    from kiln.networks.definition import NetworkDef
+
+    network = NetworkDef.of_dict(config)
+    return network.text_file or f"{network.name} (Python class in kiln)"
+
+
 def model_dict(job: Job, store: Store, jobs_dir: Path, verbose: bool = False) -> dict[str, Any]:
     config = job.params.get("config", {})
     spec = job.params.get("dataset_spec", {})
@@ -77,7 +85,8 @@ def model_dict(job: Job, store: Store, jobs_dir: Path, verbose: bool = False) ->
         "snapshot file": Path(latest["path"]).name if latest else "no snapshots",
         "framework": "pytorch",
         "network": config.get("network"),
-        "model file": "snapshot JSON",
+        "model file": _network_file(config),
+        "pretrained model": config.get("pretrained_from") or None,
         "digits version": "6.1.1 (compatible)",
         "kiln version": kiln.__version__,
         "image resize mode": spec.get("resize_mode"),

@@ -22,6 +22,7 @@ from kiln.store import Job, Store
 from kiln.training.config import TrainConfig
 from kiln.web import form_docs
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
+from kiln.web.network_view import model_view
 from kiln.web.offload import run_heavy
 from kiln.web.payloads import model_dict
 from kiln.web.routes_jobs import job_state
@@ -253,6 +254,7 @@ def show_model(request: Request, job_id: str, store: StoreDep, settings: Setting
             "best": best_epoch(store, job_id),
             "logs": store.logs(job_id, 40),
             "directory": settings.jobs_dir / job_id,
+            "network": model_view(job, store, settings),
         },
     )
 
