@@ -43,7 +43,12 @@ def _networks() -> list[Any]:
 
 @router.get("/models/images/classification/new")
 def new_model(
-    request: Request, store: StoreDep, user: UserDep, clone: str | None = None, dataset: str | None = None
+    request: Request,
+    store: StoreDep,
+    user: UserDep,
+    clone: str | None = None,
+    dataset: str | None = None,
+    customize: str | None = None,
 ) -> Response:
     values: dict[str, Any] = {
         **TrainConfig().to_dict(),
@@ -61,15 +66,43 @@ def new_model(
     if clone:
         values.update(job_or_404(store, clone, "model").params.get("form", {}))
         values["model_name"] = f"Clone of {values.get('model_name', '')}"
+    if customize:
+        values.update(_customized(store, customize))
     return _form_page(request, store, values, {}, 200)
+
+
+def _customized(store: Store, key: str) -> dict[str, Any]:
+    """The Custom tab filled with a standard network's or a model's text (the model page's Customize)."""
+    from kiln.jobs.network_choice import job_network
+    from kiln.networks.definition import NetworkDef
+    from kiln.networks.registry import list_networks
+
+    if key in {n.name for n in list_networks()}:
+        network, extra = NetworkDef(key), {}
+    else:
+        job = job_or_404(store, key, "model")
+        epochs = [s["epoch"] for s in store.snapshots(job.id) if s["info"].get("kind", "epoch") == "epoch"]
+        network = job_network(job)
+        extra = {
+            "dataset": job.dataset_id or "",
+            "custom_network_snapshot": f"{job.id}:{epochs[-1]:g}" if epochs else "",
+        }
+    if network.source is None:
+        return {}
+    return {"method": "custom", "custom_network": network.source, "network_language": network.language, **extra}
 
 
 def _form_page(
     request: Request, store: Store, values: dict[str, Any], errors: dict[str, list[str]], status: int
 ) -> Response:
+    from kiln.jobs.network_choice import METHODS
     from kiln.training.options import DEVICES, FIELDS
 
     datasets = _datasets(store)
+    previous = [
+        (job, [s["epoch"] for s in store.snapshots(job.id) if s["info"].get("kind", "epoch") == "epoch"])
+        for job in store.list_jobs("model")[:200]
+    ]
     if not values.get("dataset") and len(datasets) == 1:
         values = {**values, "dataset": datasets[0].id}  # nothing to choose: preselect it
     return request.app.state.templates.TemplateResponse(
@@ -83,6 +116,9 @@ def _form_page(
             "recipes": RECIPES,
             "F": FIELDS,
             "devices": list(DEVICES.items()),
+            "methods": METHODS,
+            "previous": previous,
+            "allow_python": request.app.state.settings.allow_python_networks,
         },
         status_code=status,
     )

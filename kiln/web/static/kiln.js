@@ -331,3 +331,71 @@ kiln.useRecipe = (recipes) => {
   note.textContent = `Filled in: ${Object.entries(recipe).map(([k, v]) => `${k}=${v}`).join(", ")}`;
   kiln.lrPreview();
 };
+
+// ---- network tabs, the Custom network editor, Customize and Visualize (New Model page) ------------
+kiln.networkForm = () => {
+  const method = document.getElementById("method");
+  const show = (m) => {
+    method.value = m;
+    document.querySelectorAll("#network-tabs .tab").forEach((t) => t.classList.toggle("active", t.dataset.method === m));
+    document.querySelectorAll("#network-card .tabpane").forEach((p) => p.classList.toggle("active", p.id === `pane-${m}`));
+  };
+  kiln.showNetworkTab = show;
+  document.querySelectorAll("#network-tabs .tab").forEach((t) => t.addEventListener("click", () => show(t.dataset.method)));
+  document.querySelectorAll("#network-card button.customize").forEach((b) => b.addEventListener("click", () => {
+    const select = b.dataset.snapshot ? document.getElementById(b.dataset.snapshot) : null;
+    kiln.customize(b.dataset.network, select ? select.value : "");
+  }));
+  show(method.value || "standard");
+  const text = document.getElementById("custom_network");
+  const gutter = document.getElementById("custom-gutter");
+  text.addEventListener("input", () => kiln.gutter());
+  text.addEventListener("scroll", () => { gutter.scrollTop = text.scrollTop; });
+  const error = document.querySelector("#pane-custom .field-error[data-field=custom_network]");
+  kiln.markLine(error ? kiln.lineOf(error.textContent) : 0);
+};
+
+kiln.lineOf = (message) => { const m = /^line (\d+)/.exec(message || ""); return m ? Number(m[1]) : 0; };
+
+// Line numbers beside the text; `bad` (1-based) is the line an error names.
+kiln.gutter = (bad) => {
+  const text = document.getElementById("custom_network");
+  const gutter = document.getElementById("custom-gutter");
+  const n = text.value.split("\n").length;
+  gutter.innerHTML = Array.from({length: n}, (_, i) => `<span${i + 1 === bad ? ' class="bad" id="bad-line"' : ""}>${i + 1}</span>`).join("\n") + "\n";
+  gutter.scrollTop = text.scrollTop;
+};
+
+kiln.markLine = (line) => {
+  kiln.gutter(line);
+  if (!line) return;
+  const text = document.getElementById("custom_network");
+  const lines = text.value.split("\n");
+  const start = lines.slice(0, line - 1).reduce((sum, l) => sum + l.length + 1, 0);
+  const height = parseFloat(getComputedStyle(text).lineHeight) || 18;
+  text.scrollTop = Math.max(0, (line - 4) * height);
+  text.setSelectionRange(start, start + (lines[line - 1] || "").length);
+  document.getElementById("custom-gutter").scrollTop = text.scrollTop;
+};
+
+kiln.customize = async (network, epoch) => {
+  if (epoch === "0") epoch = "";
+  const url = `/models/customize?network=${encodeURIComponent(network)}` + (epoch ? `&snapshot_epoch=${encodeURIComponent(epoch)}` : "");
+  const j = JSON.parse(await kiln.request("POST", url));
+  document.getElementById("custom_network").value = j.network;
+  document.getElementById("network_language").value = j.network_language || "prototxt";
+  document.getElementById("custom_network_snapshot").value = epoch && j.snapshot ? j.snapshot : "";
+  document.getElementById("network-visual").innerHTML = "";
+  kiln.showNetworkTab("custom");
+  kiln.markLine(0);
+};
+
+kiln.visualizeNetwork = async () => {
+  const get = (id) => (document.getElementById(id) || {}).value || "";
+  const data = {custom_network: get("custom_network"), network_language: get("network_language"), dataset_id: get("dataset"), crop_size: get("crop_size")};
+  const res = await fetch("/models/visualize-network", {method: "POST", body: new URLSearchParams(data), headers: {"Accept": "text/html", "X-CSRF-Token": kiln.csrf()}});
+  const out = document.getElementById("network-visual");
+  out.innerHTML = await res.text();
+  const error = document.getElementById("network-error");
+  kiln.markLine(error ? Number(error.dataset.line) || kiln.lineOf(error.textContent) : 0);
+};
