@@ -181,9 +181,9 @@ def test_global_options_before_or_after_the_command(
                 "--folder",
                 "imgs",
                 "--width",
-                "8",
+                "16",  # LeNet needs 13x13 at least: the form checks the network for the images
                 "--height",
-                "8",
+                "16",
                 "--queue",
                 "--data-dir",
                 data,

@@ -91,6 +91,9 @@ FIELDS: dict[str, Field] = {
     **augment.FIELDS,
     **{f.name: f for f in _LOOP_FIELDS[10:]},
 }
+# TrainConfig fields the form's network choice sets (kiln.jobs.network_choice: method,
+# standard_networks, custom_network, previous_networks...), not form fields of their own.
+NETWORK_FIELDS = ("network", "network_text", "network_language", "pretrained_weights", "pretrained_from")
 # Fields that take a comma list on the form: one job per value (DIGITS' sweeps).
 SWEEP_FIELDS = ("learning_rate", "batch_size")
 
