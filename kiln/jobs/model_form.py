@@ -66,6 +66,12 @@ def configs_from_form(
     base = _parse_fields(form, errors)
     chosen = network_choice(form, store, settings, errors)
     if chosen is not None:
+        try:
+            chosen.network.hints()  # parses the text: a syntax error is its field's, with its line
+        except ValueError as exc:
+            errors.setdefault(chosen.field, []).append(str(exc))
+            chosen = None
+    if chosen is not None:
         base.update(chosen.config_values())
         if common.get("dataset_spec"):
             _check_network(chosen, base, common, settings, store, errors)
@@ -105,8 +111,9 @@ def _check_network(
     """The network must build for the dataset's images (cropped as training will): line-exact errors."""
     num_classes, (channels, height, width) = dataset_shape(store.get_job(common["dataset_id"]), settings)
     config = TrainConfig.from_dict(base)
+    network_crop = chosen.network.default_crop()
     try:
-        crop = effective_crop(config.crop_size, chosen.network.default_crop(), (height, width, channels))
+        crop = effective_crop(config.crop_size, network_crop, (height, width, channels))
     except ValueError as exc:
         errors.setdefault("crop_size", []).append(str(exc)[0].upper() + str(exc)[1:] + ".")
         return

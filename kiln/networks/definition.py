@@ -9,6 +9,7 @@ are the training defaults, and their layers are listed for the model page.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,7 @@ class NetworkDef:
     # -- what the data layers ask for -------------------------------------------------------------
     def hints(self) -> dict[str, DataHints]:
         source = self.source
-        return data_hints(source) if source is not None and self.is_prototxt else {}
+        return _hints(source) if source is not None and self.is_prototxt else {}
 
     def default_crop(self) -> int | None:
         """The crop the train data layer asks for (DIGITS' AlexNet 227, GoogLeNet 224); None for none."""
@@ -145,3 +146,8 @@ class NetworkDef:
     def meta(self) -> dict[str, Any]:
         """What a snapshot's json records so that it rebuilds without kiln's current texts."""
         return {"network": self.name, "network_text": self.source or "", "network_language": self.language}
+
+
+@functools.lru_cache(maxsize=64)  # crop, mirror and batch sizes all ask; parse a text once
+def _hints(text: str) -> dict[str, DataHints]:
+    return data_hints(text)

@@ -20,7 +20,8 @@ Checks, for every answer:
   validation errors are 400s), so status_code_conformance would fail on every 302, 400, 401, 403
   and 404 by design, and content_type_conformance on every HTML page (declared application/json).
 - kiln_error_shape: every error answered as JSON is kiln's, `{"error": ...}` or
-  `{"errors": {field: [messages]}}` (issue 7: never FastAPI's `{"detail": ...}`).
+  `{"errors": {field: [messages]}}`, the latter with `"error"` beside it for a network text's line
+  and column (issue 7: never FastAPI's `{"detail": ...}`).
 - and no 401: every request is logged in (but POST /login, whose wrong passwords are 401s).
 
 Nothing is excluded: /events streams forever, so its stream is cut after its first event. Not
@@ -186,7 +187,8 @@ def kiln_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     ok = isinstance(body, dict) and (
         set(body) == {"error"}
         or (
-            set(body) == {"errors"}
+            set(body) in ({"errors"}, {"errors", "error"})  # "error": where in a network text (line, column)
+            and isinstance(body.get("error", {}), dict)
             and isinstance(body["errors"], dict)
             and all(isinstance(v, list) and all(isinstance(m, str) for m in v) for v in body["errors"].values())
         )
