@@ -316,6 +316,7 @@ kiln.classifyOne = async (event, jobId) => {
   if (file) img = `<img src="${URL.createObjectURL(file)}" class="mean-image" alt="input">`;
   out.innerHTML = img + `<ul class="predictions" id="predictions">${body.predictions.map(([l, p]) =>
     `<li><span class="conf">${p.toFixed(2)}%</span> ${kiln.esc(l)}</li>`).join("")}</ul>`;
+  if (body.visualizations && kiln.renderVisualizations) kiln.renderVisualizations(body, out);  // static/visualize.js
   return false;
 };
 
