@@ -81,8 +81,30 @@ def add_model_commands(sub: argparse._SubParsersAction, field_options: bool = Tr
     classify = sub.add_parser("classify", help="top-5 predictions of a trained model for images")
     classify.add_argument("model", help="model job id or name")
     classify.add_argument("images", nargs="+", type=Path)
-    classify.add_argument("--epoch", type=float, help="snapshot epoch (default: the latest)")
+    classify.add_argument(
+        "--epoch", type=_epoch_arg, help="snapshot epoch, or 'best' for the kept best snapshot (default: the latest)"
+    )
+    classify.add_argument(
+        "--visualize",
+        type=Path,
+        metavar="OUT_DIR",
+        help="also write each image's look inside the network to OUT_DIR/<n>-<image>/: the input as the "
+        "network saw it, every layer's activations and weights (PNG), Grad-CAM, and stats.json",
+    )
     classify.set_defaults(func=cmd_classify)
+
+
+def _epoch_arg(text: str) -> float | str:
+    """--epoch: a number or 'best' (argparse reports anything else as a usage error naming --epoch)."""
+    if text.strip().lower() == "best":
+        return "best"
+    try:
+        epoch = float(text)
+    except ValueError:
+        epoch = float("nan")
+    if epoch != epoch or epoch in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an epoch: give one such as 2, or best")
+    return epoch
 
 
 def _find(store: Store, type_: str, key: str) -> Job | None:
@@ -207,13 +229,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if job is None:
         print(f"error: no model job {args.model!r}", file=sys.stderr)
         return 1
+    job_dir = settings.jobs_dir / job.id
+    if args.epoch == "best" and not (job_dir / "best.json").exists():
+        print(
+            f"error: --epoch best: model {job.id} keeps no best snapshot (it trained without keep_best)",
+            file=sys.stderr,
+        )
+        return 1
     try:
-        predictor = Predictor.from_job_dir(settings.jobs_dir / job.id, epoch=args.epoch)
+        predictor = Predictor.from_job_dir(job_dir, epoch=args.epoch)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: --epoch: {exc}", file=sys.stderr)
         return 1
     status = 0
-    for path, result in zip(args.images, predictor.classify([str(p) for p in args.images])):
+    for n, (path, result) in enumerate(zip(args.images, predictor.classify([str(p) for p in args.images]))):
         print(path)
         if result.error:
             print(f"  error: {result.error}")
@@ -221,4 +250,37 @@ def cmd_classify(args: argparse.Namespace) -> int:
             continue
         for label, pct in result:
             print(f"  {pct:6.2f}%  {label}")
+        if args.visualize:
+            print(f"  visualizations: {_write_visualizations(predictor, path, args.visualize / f'{n}-{path.stem}')}")
     return status
+
+
+def _write_visualizations(predictor: Any, image: Path, folder: Path) -> Path:
+    """input.png, gradcam.png, <nn>-<layer>-activations.png / -weights.png and stats.json in folder;
+    stats.json is classify_one.json's visualization part with file names where the pictures were."""
+    import json
+    import re
+
+    from kiln.inference.visualize import visualize
+
+    batch, _, _ = predictor.load([str(image)])
+    vis = visualize(predictor, batch)
+    folder.mkdir(parents=True, exist_ok=True)
+    stats = vis.to_dict()
+
+    def picture(name: str, png: bytes | None, panel: dict[str, Any] | None = None) -> str | None:
+        if png:
+            (folder / name).write_bytes(png)
+        if panel is not None:
+            panel["image"] = name if png else None
+        return name if png else None
+
+    picture("input.png", vis.input.png, stats["input"])
+    stats["gradcam"] = picture("gradcam.png", vis.gradcam)
+    for i, (layer, row) in enumerate(zip(vis.layers, stats["visualizations"])):
+        stem = f"{i:02d}-" + re.sub(r"[^\w.-]+", "_", layer.name)
+        picture(f"{stem}-activations.png", layer.activations.png, row["activations"])
+        if layer.weights:
+            picture(f"{stem}-weights.png", layer.weights.png, row["weights"])
+    (folder / "stats.json").write_text(json.dumps({"snapshot_epoch": predictor.epoch, **stats}, indent=1))
+    return folder

@@ -296,17 +296,29 @@ def show_model(request: Request, job_id: str, store: StoreDep, settings: Setting
 
 
 # -- classifying ----------------------------------------------------------------------------------
-_predictors: OrderedDict[tuple[str, float | None, float], Any] = OrderedDict()
+_predictors: OrderedDict[tuple[str, float | str | None, float], Any] = OrderedDict()
 _lock = threading.Lock()
 
 
-def predictor_for(job_dir: Path, epoch: float | None) -> Any:
-    """Predictors are cached (a few) so repeated classifications don't reload weights."""
-    from kiln.inference.predictor import Predictor
-    from kiln.training.checkpoint import list_snapshots, snapshot_paths
+def predictor_for(job_dir: Path, epoch: float | str | None) -> Any:
+    """Predictors are cached (a few) so repeated classifications don't reload weights.
 
-    stamp = max((snapshot_paths(job_dir, e)[0].stat().st_mtime for e in list_snapshots(job_dir)), default=0.0)
-    key = (str(job_dir), epoch, stamp)
+    epoch: None for the latest, a number, or "best" (the kept best snapshot; FileNotFoundError
+    saying so when the model keeps none)."""
+    from kiln.inference.predictor import Predictor
+    from kiln.training.checkpoint import format_epoch, list_snapshots, snapshot_paths
+
+    epochs = list_snapshots(job_dir)
+    stamps = [snapshot_paths(job_dir, e)[0].stat().st_mtime for e in epochs]
+    if epoch == "best":
+        best = snapshot_paths(job_dir, "best")[1]
+        if not best.exists():
+            raise FileNotFoundError(
+                "best: this model keeps no best snapshot (it trained without keep_best, 'Keep the best "
+                f"snapshot'); snapshots exist at {', '.join(format_epoch(e) for e in epochs)}"
+            )
+        stamps.append(best.stat().st_mtime)  # rewritten whenever validation improves
+    key = (str(job_dir), epoch, max(stamps, default=0.0))
     with _lock:
         if key in _predictors:
             _predictors.move_to_end(key)
@@ -319,12 +331,21 @@ def predictor_for(job_dir: Path, epoch: float | None) -> Any:
     return pred
 
 
-def _epoch(value: Any) -> float | None:
-    """DIGITS: -1, 0 or missing mean the latest snapshot."""
-    try:
-        epoch = float(value)
-    except (TypeError, ValueError):
+def _epoch(value: Any) -> float | str | None:
+    """snapshot_epoch: blank, -1 or 0 mean the latest snapshot (DIGITS); a number; or "best"."""
+    text = str(value if value is not None else "").strip()
+    if text.lower() == "best":
+        return "best"
+    if not text:
         return None
+    try:
+        epoch = float(text)
+    except ValueError:
+        epoch = math.nan
+    if not math.isfinite(epoch):
+        raise HTTPException(
+            400, f"snapshot_epoch: {text[:40]!r} is not an epoch: give one such as 2, best, or blank for the latest."
+        )
     return None if epoch in (-1.0, 0.0) else epoch
 
 
@@ -375,26 +396,42 @@ async def classify_one(request: Request, store: StoreDep, settings: SettingsDep)
         source, shown, field = _readable(str(path), settings, "image_path"), str(path), "image_path"
     else:
         raise HTTPException(400, "must provide image_path or image_file")
+    show = _flag(form.get("show_visualizations") or request.query_params.get("show_visualizations"))
     try:
         pred = await run_heavy(request, predictor_for, job_dir, _epoch(form.get("snapshot_epoch")))
     except (FileNotFoundError, ValueError) as exc:
         raise HTTPException(400, f"snapshot_epoch: {exc}") from None
-    result = (await run_heavy(request, pred.classify, [source], max_bytes=settings.max_file_bytes))[0]
+    result, vis = await run_heavy(request, _classify_and_look, pred, source, show, settings.max_file_bytes)
     if result.error:
         raise HTTPException(400, f"{field}: {result.error}")
     predictions = [[label, pct] for label, pct in result]
+    extra = vis.to_dict() if vis else {}
     if wants_json(request):
-        return JSONResponse({"predictions": predictions})
+        return JSONResponse({"predictions": predictions, "snapshot_epoch": pred.epoch, **extra})
     return request.app.state.templates.TemplateResponse(
         request,
         "classify_one.html",
-        {
-            "predictions": predictions,
-            "image": shown,
-            "job_id": job_id,
-            "epoch": pred.epoch,
-        },
+        {"predictions": predictions, "image": shown, "job_id": job_id, "epoch": pred.epoch, "vis": extra},
     )
+
+
+def _flag(value: Any) -> bool:
+    """DIGITS: any non-empty show_visualizations turns them on; kiln also reads 0/false/off/no as off."""
+    return str(value or "").strip().lower() not in ("", "0", "false", "off", "no")
+
+
+def _classify_and_look(pred: Any, source: Any, show: bool, max_bytes: int) -> tuple[Any, Any]:
+    """On a heavy thread: the top-5 and, when asked and the image reads, the look inside the network."""
+    result = pred.classify([source], max_bytes=max_bytes)[0]
+    if not show or result.error:
+        return result, None
+    from kiln.inference.visualize import visualize
+
+    batch, _, errors = pred.load([source], max_bytes)
+    if errors:  # the file changed since classify read it
+        result.error = errors[0]
+        return result, None
+    return result, visualize(pred, batch)  # Grad-CAM for the top prediction
 
 
 @router.post("/models/images/classification/classify_many.json", openapi_extra=form_docs.classify_many())
