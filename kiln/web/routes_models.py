@@ -397,22 +397,27 @@ async def classify_one(request: Request, store: StoreDep, settings: SettingsDep)
     else:
         raise HTTPException(400, "must provide image_path or image_file")
     show = _flag(form.get("show_visualizations") or request.query_params.get("show_visualizations"))
-    try:
-        pred = await run_heavy(request, predictor_for, job_dir, _epoch(form.get("snapshot_epoch")))
-    except (FileNotFoundError, ValueError) as exc:
-        raise HTTPException(400, f"snapshot_epoch: {exc}") from None
-    result, vis = await run_heavy(request, _classify_and_look, pred, source, show, settings.max_file_bytes)
-    if result.error:
-        raise HTTPException(400, f"{field}: {result.error}")
-    predictions = [[label, pct] for label, pct in result]
-    extra = vis.to_dict() if vis else {}
-    if wants_json(request):
-        return JSONResponse({"predictions": predictions, "snapshot_epoch": pred.epoch, **extra})
-    return request.app.state.templates.TemplateResponse(
-        request,
-        "classify_one.html",
-        {"predictions": predictions, "image": shown, "job_id": job_id, "epoch": pred.epoch, "vis": extra},
-    )
+    epoch = _epoch(form.get("snapshot_epoch"))
+
+    def answer() -> Response:  # on a heavy thread: loading, classifying, drawing, the answer's JSON or page
+        try:
+            pred = predictor_for(job_dir, epoch)
+        except (FileNotFoundError, ValueError) as exc:
+            raise HTTPException(400, f"snapshot_epoch: {exc}") from None
+        result, vis = _classify_and_look(pred, source, show, settings.max_file_bytes)
+        if result.error:
+            raise HTTPException(400, f"{field}: {result.error}")
+        predictions = [[label, pct] for label, pct in result]
+        extra = vis.to_dict() if vis else {}
+        if wants_json(request):
+            return JSONResponse({"predictions": predictions, "snapshot_epoch": pred.epoch, **extra})
+        return request.app.state.templates.TemplateResponse(
+            request,
+            "classify_one.html",
+            {"predictions": predictions, "image": shown, "job_id": job_id, "epoch": pred.epoch, "vis": extra},
+        )
+
+    return await run_heavy(request, answer)
 
 
 def _flag(value: Any) -> bool:
