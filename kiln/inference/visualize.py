@@ -230,7 +230,7 @@ def _hooked_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Mod
 def _layer_view(name: str, module: nn.Module, out: torch.Tensor, inspector: _Inspector) -> LayerView:
     base = name.split("#")[0]
     kind = inspector.types.get(base, type(module).__name__)
-    act = out[0].detach().float().cpu()
+    act = (out[0] if out.ndim else out).detach().float().cpu()  # one image; a scalar stays one
     fixed = (0.0, 1.0) if kind == "Softmax" else None  # probabilities drawn as they are (DIGITS)
     return LayerView(
         name=name,

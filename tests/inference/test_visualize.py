@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from kiln.inference.predictor import Predictor
-from kiln.inference.visualize import VALUES_LUT, _panel, visualize
+from kiln.inference.visualize import VALUES_LUT, _inspector, _layer_view, _panel, visualize
 from kiln.networks.definition import CUSTOM, NetworkDef
 from kiln.preprocess import Preprocess
 from kiln.reporting import RecordingReporter
@@ -163,6 +163,14 @@ def test_non_finite_values_are_counted_not_averaged() -> None:
     panel = _panel(torch.tensor([1.0, float("nan"), 3.0, float("inf")]), None)
     assert (panel.mean, panel.std, panel.nonfinite, sum(panel.counts)) == (2.0, 1.0, 2, 2)
     assert _panel(torch.tensor([float("nan")]), None).mean is None
+
+
+def test_a_scalar_output_is_one_value(lenet) -> None:
+    """A layer giving one number for the batch (a loss, say) is shown, not an index error."""
+    predictor = lenet[0]
+    view = _layer_view("loss", nn.Identity(), torch.tensor(0.25), _inspector(predictor))
+    assert (view.shape, view.activations.mean, view.weights) == ([], 0.25, None)
+    assert _image(view.activations.png).size == (1, 1)
 
 
 def _predictor(model: nn.Module, shape: tuple[int, int, int], meta: dict[str, Any]) -> Predictor:
