@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -133,9 +134,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folder = write_images(work / "images")
     out: dict[str, Any] = {"rounds": args.rounds, "envs": {}}
     model_id = None
-    for name, env in ENVS.items():
-        out["envs"][name] = measure(work / "data", folder, args.rounds, env, model_id)
-        model_id = out["envs"][name]["model_id"]
+    try:
+        for name, env in ENVS.items():
+            out["envs"][name] = measure(work / "data", folder, args.rounds, env, model_id)
+            model_id = out["envs"][name]["model_id"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
