@@ -42,26 +42,7 @@ class ManyReport:
         return matrix.tolist()
 
     def per_class(self) -> list[dict[str, Any]]:
-        """Accuracy (= recall), precision and F1 per class, for classes with examples."""
-        m = np.array(self.confusion())
-        out = []
-        for i, lab in enumerate(self.labels):
-            support, predicted, tp = int(m[i].sum()), int(m[:, i].sum()), int(m[i, i])
-            if not support:
-                continue
-            recall = tp / support
-            precision = tp / predicted if predicted else 0.0
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            out.append(
-                {
-                    "label": lab,
-                    "support": support,
-                    "accuracy": round(100 * recall, 2),
-                    "precision": round(100 * precision, 2),
-                    "f1": round(100 * f1, 2),
-                }
-            )
-        return out
+        return per_class_metrics(np.array(self.confusion()), self.labels)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"classifications": {r["path"]: r["top5"] for r in self.rows if r.get("top5")}}
@@ -79,6 +60,30 @@ class ManyReport:
         if self.skipped:
             out["skipped_lines"] = self.skipped
         return out
+
+
+def per_class_metrics(matrix: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
+    """Per class with examples: support, accuracy (= recall), precision and F1, in percent.
+    ``matrix``: rows = ground truth, columns = top-1 prediction."""
+    out = []
+    for i, lab in enumerate(labels):
+        support, predicted, tp = int(matrix[i].sum()), int(matrix[:, i].sum()), int(matrix[i, i])
+        if not support:
+            continue
+        recall = tp / support
+        precision = tp / predicted if predicted else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out.append(
+            {
+                "label": lab,
+                "support": support,
+                "accuracy": round(100 * recall, 2),
+                "recall": round(100 * recall, 2),
+                "precision": round(100 * precision, 2),
+                "f1": round(100 * f1, 2),
+            }
+        )
+    return out
 
 
 def parse_list(

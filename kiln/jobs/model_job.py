@@ -43,9 +43,25 @@ def run_model(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -
     if start is not None:
         reporter.log(f"Resuming from epoch {start:g}")
     try:
-        return train(config, PackedDataset(dataset_dir), job_dir, reporter, resume=resume)
+        summary = train(config, PackedDataset(dataset_dir), job_dir, reporter, resume=resume)
     except TrainingDiverged as exc:  # its message names the epoch and the fix
         raise UserFacingError(str(exc)) from exc
+    test = _test_split(job, job_dir, settings, reporter)
+    return {**summary, "test": test} if test else summary
+
+
+def _test_split(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -> dict[str, Any] | None:
+    """The test split's accuracy; a failure here is logged and leaves the trained model Done."""
+    from kiln.jobs.evaluation_job import evaluate_test_split
+    from kiln.reporting import Stopped
+
+    try:
+        return evaluate_test_split(job, job_dir, settings, reporter)
+    except Stopped:
+        raise
+    except Exception as exc:  # the model trained: keep it, say what the test run met
+        reporter.log(f"Evaluating the test split failed: {exc}")
+        return None
 
 
 def write_network_file(config: TrainConfig, job_dir: Path) -> None:

@@ -76,6 +76,10 @@ def _dispatch(job: Job, job_dir: Path, settings: Settings, store: Store, reporte
 
         rewind_charts(store, job, job_dir)
         return run_model(job, job_dir, settings, reporter)
+    if job.type == "evaluation":
+        from kiln.jobs.evaluation_job import run_evaluation
+
+        return run_evaluation(job, job_dir, settings, reporter)
     raise UserFacingError(f"Unknown job type {job.type!r}.")
 
 

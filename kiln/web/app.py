@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
     from kiln.web import (
         routes_auth,
         routes_datasets,
+        routes_evaluations,
         routes_events,
         routes_home,
         routes_jobs,
@@ -63,7 +64,16 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
         routes_networks,
     )
 
-    modules = (routes_auth, routes_home, routes_jobs, routes_events, routes_datasets, routes_models, routes_networks)
+    modules = (
+        routes_auth,
+        routes_home,
+        routes_jobs,
+        routes_events,
+        routes_datasets,
+        routes_models,
+        routes_networks,
+        routes_evaluations,
+    )
     for module in modules:
         app.include_router(module.router)
     return app

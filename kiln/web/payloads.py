@@ -10,7 +10,11 @@ import kiln
 from kiln.datasets import packed_format
 from kiln.store import STATUS_CSS, Job, Store, elapsed, eta
 
-TYPE_NAMES = {"dataset": "Image Classification Dataset", "model": "Image Classification Model"}
+TYPE_NAMES = {
+    "dataset": "Image Classification Dataset",
+    "model": "Image Classification Model",
+    "evaluation": "Image Classification Evaluation",
+}
 
 
 def read_manifest(jobs_dir: Path, job_id: str) -> dict[str, Any] | None:
@@ -94,6 +98,11 @@ def model_dict(job: Job, store: Store, jobs_dir: Path, verbose: bool = False) ->
         "progress": job.progress,
         "error": job.error,
     }
+    test = (job.summary or {}).get("test") or {}
+    if test.get("top1_accuracy") is not None:  # the dataset's test split, evaluated after training
+        out.update(
+            test_accuracy=test["top1_accuracy"], test_top5_accuracy=test["top5_accuracy"], test_epoch=test["epoch"]
+        )
     if verbose:
         out["directory"] = str(jobs_dir / job.id)
         out["snapshots"] = [s["epoch"] for s in snaps if s["info"].get("kind", "epoch") == "epoch"]
@@ -121,6 +130,9 @@ def row(job: Job, store: Store) -> dict[str, Any]:
     if job.type == "dataset":
         r["backend"] = "kiln"
         r["refs"] = len(store.models_using(job.id))
+    elif job.type == "evaluation":
+        r["model_id"] = job.params.get("model_id")
+        r["top1_accuracy"] = (job.summary or {}).get("top1_accuracy")
     else:
         r["framework"] = "pytorch"
         r["dataset_id"] = job.dataset_id

@@ -20,7 +20,7 @@ from kiln.web.payloads import TYPE_NAMES, row
 from kiln.web.security import FILES_CSP
 
 router = APIRouter(tags=["jobs"])
-PAGES = {"dataset": "/datasets/{}", "model": "/models/{}"}
+PAGES = {"dataset": "/datasets/{}", "model": "/models/{}", "evaluation": "/evaluations/{}"}
 NEW_PAGES = {"dataset": "/datasets/images/classification/new", "model": "/models/images/classification/new"}
 JobIds = Annotated[list[str] | None, Form(alias="job_ids[]")]
 MAX_JOB_IDS = 500  # job_ids[] in one bulk request (delete, abort, group)
@@ -96,7 +96,7 @@ async def edit_job(job_id: str, request: Request, store: StoreDep, user: UserDep
     return PlainTextResponse(f"{kind} updated.")
 
 
-for prefix in ("jobs", "datasets", "models"):
+for prefix in ("jobs", "datasets", "models", "evaluations"):
 
     @router.get(f"/{prefix}/{{job_id}}/status", name=f"{prefix}_status")
     def status(job_id: str, store: StoreDep) -> Response:
@@ -178,6 +178,8 @@ async def group(request: Request, store: StoreDep, user: UserDep) -> Response:
 def clone(job_id: str, store: StoreDep, user: UserDep) -> Response:
     with refusals():
         job = actions.get_job(store, job_id)
+    if job.type not in NEW_PAGES:  # an evaluation: evaluate again from its model's page
+        return RedirectResponse(f"/models/{job.params.get('model_id', '')}#evaluate", status_code=302)
     return RedirectResponse(f"{NEW_PAGES[job.type]}?clone={job_id}", status_code=302)
 
 

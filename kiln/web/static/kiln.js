@@ -285,6 +285,15 @@ kiln.hardware = async (jobId) => {
   return true;
 };
 
+kiln.modelEvaluations = async (jobId) => {
+  const el = document.getElementById("evaluations");
+  if (!el) return;
+  const rows = (await (await fetch(`/models/${jobId}/evaluations.json`)).json()).evaluations;
+  el.innerHTML = rows.length ? `<h4>Evaluations</h4><table class="jobs" id="evaluations-table">${rows.map((r) =>
+    `<tr><td><a href="/evaluations/${r.id}">${kiln.esc(r.name)}</a></td><td>${kiln.esc(r.status)}</td>` +
+    `<td>${r.top1_accuracy === null || r.top1_accuracy === undefined ? "" : kiln.pct(r.top1_accuracy) + " top-1"}</td></tr>`).join("")}</table>` : "";
+};
+
 kiln.modelPage = (jobId, datasetId) => {
   if (datasetId) kiln.datasetSummary(datasetId);
   kiln.drawCharts(jobId);
@@ -399,4 +408,18 @@ kiln.visualizeNetwork = async () => {
   out.innerHTML = await res.text();
   const error = document.getElementById("network-error");
   kiln.markLine(error ? Number(error.dataset.line) || kiln.lineOf(error.textContent) : 0);
+};
+
+// ---- evaluation page: a confusion-matrix cell lists its images ----------------------------------
+kiln.evaluationPage = (jobId) => {
+  document.querySelectorAll("#confusion-matrix button.cell").forEach((b) => b.addEventListener("click", async () => {
+    const out = document.getElementById("cell-images");
+    const res = await fetch(`/evaluations/${jobId}/cell.json?truth=${b.dataset.truth}&predicted=${b.dataset.predicted}`);
+    const cell = await res.json();
+    const head = document.querySelectorAll("#confusion-matrix tr:first-child th");
+    const name = (i) => head[Number(i) + 1].textContent;
+    out.innerHTML = `<h4 id="cell-title">${cell.count} × true ${kiln.esc(name(cell.truth))}, predicted ${kiln.esc(name(cell.predicted))}</h4>` +
+      `<div class="gallery">${cell.images.map((im) => `<figure class="thumb"><a href="${im.url}"><img src="${im.url}" alt="${kiln.esc(im.image)}"></a>` +
+      `<figcaption>${kiln.esc(im.image)} · ${im.confidence.toFixed(1)}%</figcaption></figure>`).join("")}</div>`;
+  }));
 };
