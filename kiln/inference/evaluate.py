@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import heapq
 import math
+import warnings
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -234,9 +235,11 @@ def label_issues(
     given, pred_probs = truth[keep], probs[keep].astype(np.float64)
     pred_probs = pred_probs / pred_probs.sum(1, keepdims=True)
     try:
-        # n_jobs=1: cleanlab's default forks a pool, which deadlocks after torch has started its threads
-        ranked = find_label_issues(given, pred_probs, return_indices_ranked_by="self_confidence", n_jobs=1)
-        scores = get_label_quality_scores(given, pred_probs, method="self_confidence")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "too few examples of class k": expected on small sets
+            # n_jobs=1: cleanlab's default forks a pool, which deadlocks after torch has started its threads
+            ranked = find_label_issues(given, pred_probs, return_indices_ranked_by="self_confidence", n_jobs=1)
+            scores = get_label_quality_scores(given, pred_probs, method="self_confidence")
     except (ValueError, IndexError):  # too few examples of a class for confident learning
         return []
     return [

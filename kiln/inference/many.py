@@ -3,7 +3,6 @@ when labels are given (DIGITS showed those in HTML only; kiln adds them to the J
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,6 @@ from typing import Any
 import numpy as np
 
 from kiln import paths
-
-LINE = re.compile(r"^(.+?)(?:\s+(-?\d+))?\s*$")
 
 
 @dataclass
@@ -87,21 +84,22 @@ def per_class_metrics(matrix: np.ndarray, labels: list[str]) -> list[dict[str, A
 
 
 def parse_list(
-    text: str, folder: str | None, limit: int | None, n_labels: int
+    text: str, folder: str | None, limit: int | None, labels: list[str]
 ) -> tuple[list[tuple[str, int | None]], list[str]]:
+    """`path [label]` lines: the label an index (DIGITS) or a name (``img.png Trouser``); a label the
+    model does not know is a skipped line that says so, never an unscored or misscored image."""
+    from kiln.inference.sources import LabelIndex, list_lines, parse_line
+
+    index = LabelIndex(labels)
     items, skipped = [], []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+    for number, line in list_lines(text):
+        try:
+            path, truth = parse_line(line, index)
+        except ValueError as exc:
+            skipped.append(f"line {number}: {exc}")
             continue
-        m = LINE.match(line)
-        if not m:
-            skipped.append(f"line {number}: {line}")
-            continue
-        path, label = m.group(1).strip(), m.group(2)
         if folder and not Path(path).is_absolute():
             path = str(Path(folder) / path)
-        truth = int(label) if label is not None and 0 <= int(label) < n_labels else None  # others: no ground truth
         items.append((path, truth))
         if limit and len(items) >= limit:
             break
@@ -144,7 +142,7 @@ def classify_list(
     stop = limit
     if max_images is not None:  # parse no further than one past the cap
         stop = min(limit, max_images + 1) if limit else max_images + 1
-    items, skipped = parse_list(text, folder, stop, len(predictor.labels))
+    items, skipped = parse_list(text, folder, stop, list(predictor.labels))
     if max_images is not None and len(items) > max_images:
         raise ListTooLong(
             f"image_list: more than {max_images} images; one request classifies at most {max_images} "

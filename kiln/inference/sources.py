@@ -8,7 +8,7 @@ does not know is reported on its line, never scored silently.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,27 @@ class LabelIndex:
         return self._by_name.get(text.casefold())
 
 
+def parse_line(line: str, index: LabelIndex) -> tuple[str, int | None]:
+    """``path [label]`` → (path, label index or None); ValueError naming a label the model does not know."""
+    match = LINE.match(line)
+    assert match is not None  # any non-empty line matches
+    path, label = match["path"].strip(), match["label"]
+    if label is not None and label.lower().endswith(IMAGE_EXTENSIONS):
+        return line, None  # "my image.png": a name with a space, no label
+    truth = None if label is None else index.find(label)
+    if label is not None and truth is None:
+        raise ValueError(unknown_label(label, index.labels))
+    return path, truth
+
+
+def list_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, stripped line) of a list's lines, without blanks and # comments."""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield number, line
+
+
 def list_items(
     text: str, folder: str | None, labels: list[str], roots: list[Path] | None
 ) -> tuple[list[Item], list[dict[str, object]]]:
@@ -51,31 +72,23 @@ def list_items(
     index = LabelIndex(labels)
     items: list[Item] = []
     problems: list[dict[str, object]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+    for number, line in list_lines(text):
+        try:
+            shown, truth = parse_line(line, index)
+        except ValueError as exc:
+            problems.append({"line": number, "path": line, "error": str(exc)})
             continue
-        match = LINE.match(line)
-        assert match is not None  # the pattern matches any non-empty line
-        path, label = match["path"].strip(), match["label"]
-        if label is not None and label.lower().endswith(IMAGE_EXTENSIONS):
-            path, label = line, None  # "my image.png": a name with a space, no label
-        if label is not None and index.find(label) is None:
-            problems.append({"line": number, "path": path, "error": _unknown(label, labels)})
-            continue
-        shown = path
-        if folder and not Path(path).is_absolute():
-            path = str(Path(folder) / path)
+        path = str(Path(folder) / shown) if folder and not Path(shown).is_absolute() else shown
         try:
             path = str(paths.check_inside(path, roots))
         except paths.PathRefused as exc:
-            problems.append({"line": number, "path": path, "error": f"{exc if roots is None else paths.OUTSIDE}"})
+            problems.append({"line": number, "path": shown, "error": f"{exc if roots is None else paths.OUTSIDE}"})
             continue
-        items.append(Item(path, None if label is None else index.find(label), shown, number))
+        items.append(Item(path, truth, shown, number))
     return items, problems
 
 
-def _unknown(label: str, labels: list[str]) -> str:
+def unknown_label(label: str, labels: list[str]) -> str:
     if re.fullmatch(r"-?\d+", label):
         return f"label {label} is out of range: the model has {len(labels)} classes (0 to {len(labels) - 1})"
     shown = ", ".join(labels[:12]) + (", ..." if len(labels) > 12 else "")
@@ -90,7 +103,7 @@ def folder_items(folder: Path, labels: list[str]) -> tuple[list[Item], list[dict
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()):
         truth = index.find(sub.name)
         if truth is None:
-            problems.append({"line": 0, "path": sub.name + "/", "error": _unknown(sub.name, labels)})
+            problems.append({"line": 0, "path": sub.name + "/", "error": unknown_label(sub.name, labels)})
             continue
         for path in sorted(sub.rglob("*")):
             if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.is_symlink():

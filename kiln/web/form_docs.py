@@ -24,6 +24,8 @@ def body(properties: dict[str, Any], required: list[str] | None = None, files: b
 
 def model_form() -> dict[str, Any]:
     """The model form: every declared TrainConfig field plus DIGITS' job fields."""
+    from kiln.jobs.network_choice import METHODS
+    from kiln.networks.definition import LANGUAGES
     from kiln.networks.registry import list_networks
     from kiln.training.options import form_schema
 
@@ -32,11 +34,15 @@ def model_form() -> dict[str, Any]:
             "dataset": {"type": "string", "description": "dataset job id"},
             "model_name": {"type": "string"},
             "group_name": {"type": "string"},
-            "method": {"type": "string", "enum": ["standard"]},
+            "method": {"type": "string", "enum": list(METHODS)},
             "standard_networks": {"type": "string", "enum": [n.name for n in list_networks()]},
+            "custom_network": {"type": "string", "description": "a network text (method=custom)"},
+            "network_language": {"type": "string", "enum": list(LANGUAGES)},
+            "custom_network_snapshot": {"type": "string", "description": "<model id>[:<epoch>]: weights to start from"},
+            "previous_networks": {"type": "string", "description": "a model id (method=previous)"},
         }
     )
-    return body(schema["properties"], ["dataset", "model_name", "standard_networks"])
+    return body(schema["properties"], ["dataset", "model_name"])
 
 
 def dataset_form() -> dict[str, Any]:
@@ -63,7 +69,24 @@ def classify_one() -> dict[str, Any]:
         "job_id": {"type": "string"},
         "image_file": {"type": "string", "format": "binary"},
         "image_path": {"type": "string", "description": "a server path inside the data roots"},
-        "snapshot_epoch": {"type": "string", "description": "an epoch, or blank for the latest"},
+        "snapshot_epoch": {"type": "string", "description": "an epoch, 'best', or blank for the latest"},
+        "show_visualizations": {"type": "string", "description": "1: every layer's weights and activations, Grad-CAM"},
+    }
+    return body(props, ["job_id"], files=True)
+
+
+def evaluate() -> dict[str, Any]:
+    """An evaluation job: one source of images."""
+    from kiln.jobs.evaluation_form import SPLITS
+
+    props = {
+        "job_id": {"type": "string", "description": "the model"},
+        "split": {"type": "string", "enum": list(SPLITS), "description": "a split of the model's dataset"},
+        "image_list": {"type": "string", "format": "binary", "description": "lines of `path [label index or name]`"},
+        "image_archive": {"type": "string", "format": "binary", "description": "a zip of class folders"},
+        "image_folder": {"type": "string", "description": "a server folder of class folders, or the list's prefix"},
+        "num_test_images": {"type": "integer", "minimum": 1},
+        "snapshot_epoch": {"type": "string", "description": "an epoch, 'best', or blank for the latest"},
     }
     return body(props, ["job_id"], files=True)
 
@@ -74,7 +97,7 @@ def classify_many() -> dict[str, Any]:
         "image_list": {"type": "string", "format": "binary", "description": "lines of `path [label]`"},
         "image_folder": {"type": "string", "description": "folder the list's relative paths start from"},
         "num_test_images": {"type": "integer", "minimum": 1},
-        "snapshot_epoch": {"type": "string"},
+        "snapshot_epoch": {"type": "string", "description": "an epoch, 'best', or blank for the latest"},
     }
     return body(props, ["job_id", "image_list"], files=True)
 

@@ -16,6 +16,7 @@ from kiln import paths
 from kiln.forms import FormErrors
 from kiln.jobs.evaluation_form import create_evaluation
 from kiln.store import Job
+from kiln.web import form_docs
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
 from kiln.web.routes_jobs import job_state
 
@@ -24,8 +25,8 @@ CELL_IMAGES = 200  # images one confusion-matrix cell lists at most
 RESULT = "evaluation.json"
 
 
-@router.post("/models/images/classification/evaluate.json")
-@router.post("/models/images/classification/evaluate")
+@router.post("/models/images/classification/evaluate.json", openapi_extra=form_docs.evaluate())
+@router.post("/models/images/classification/evaluate", openapi_extra=form_docs.evaluate())
 async def evaluate(request: Request, store: StoreDep, settings: SettingsDep, user: UserDep) -> Response:
     """`job_id`, `snapshot_epoch`, one of `split` / `image_list` / `image_archive` / `image_folder`,
     `num_test_images` → `{"id": ...}` (the page: a redirect to the evaluation)."""

@@ -291,6 +291,7 @@ def show_model(request: Request, job_id: str, store: StoreDep, settings: Setting
             "logs": store.logs(job_id, 40),
             "directory": settings.jobs_dir / job_id,
             "network": model_view(job, store, settings),
+            "has_best": (settings.jobs_dir / job_id / "best.json").is_file(),
         },
     )
 

@@ -74,14 +74,14 @@ def case(template: dict[str, Any], kiln: Kiln) -> dict[str, Any]:
     lines = ["# a comment, then a blank line", ""]
     lines += [f"{p} {t}" for p, t in zip(relative, truths)]
     absolute = str(folder / "c3" / "0005.png")  # absolute: no prefix
-    lines += [f"{absolute} 3", "missing/0000.png 1", "c0/0002.png 99", "c1/0002.png"]  # error, no truths
-    limit = len(lines) - 2  # lines counted, not comments
+    lines += [f"{absolute} 3", "missing/0000.png 1", "c0/0002.png 99", "c1/0002.png"]  # error, bad label, no truth
+    limit = len(lines) - 3  # images counted: not comments, not the line whose label the model lacks
     lines += ["c2/0003.png 5", "c4/0003.png 0"]  # past num_test_images
     scored_paths = [str(folder / p) for p in relative] + [absolute]
     top_abs = predictor.classify([absolute])[0]
     scored_tops = tops + [top_abs]
     scored_truths = truths + [3]
-    unscored = {str(folder / "c0" / "0002.png"), str(folder / "c1" / "0002.png")}
+    unscored = {str(folder / "c1" / "0002.png")}
     return {
         "text": "\n".join(lines) + "\n",
         "limit": limit,
@@ -150,6 +150,8 @@ def test_the_json_numbers_match_a_hand_computation(kiln: Kiln, case: dict[str, A
     for path, top in case["unscored_tops"].items():
         assert got["classifications"][path] == [list(p) for p in top]
     assert list(got["errors"]) == [case["missing"]]
+    # a label the model cannot have is reported by line, not scored or silently dropped (issue 9)
+    assert got["skipped_lines"] == ["line 17: label 99 is out of range: the model has 6 classes (0 to 5)"]
     assert got["top1_accuracy"] == pytest.approx(want["top1"], abs=0.005)
     assert got["top5_accuracy"] == pytest.approx(want["top5"], abs=0.005)
     assert got["confusion_matrix"] == want["confusion"].tolist()
