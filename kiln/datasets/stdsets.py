@@ -131,24 +131,29 @@ def _write(dest: Path, arrays: Arrays, labels: list[str], progress: Progress | N
     dest = Path(dest)
     arrays = {s: (x[:limit], y[:limit]) for s, (x, y) in arrays.items()}
     counts = {s: len(y) for s, (_, y) in arrays.items()}
-    summary = {"path": str(dest.resolve()), "labels": labels, **counts}
+    summary = {"path": str(dest.resolve()), "labels": labels, **counts, "lists": "classes in folder order"}
     if _is_complete(dest, summary):
         return summary
     (dest / DONE).unlink(missing_ok=True)
     folders = [_folder_name(label) for label in labels]
+    # the lists number classes as a dataset built from these folders does (folder names sorted), so
+    # a model trained on the folders scores the lists right (Fashion-MNIST's own order differs)
+    rank = {folder: i for i, folder in enumerate(sorted(folders))}
     tasks, lists = [], {}
     for split, (images, targets) in arrays.items():
         for folder in folders:
             (dest / split / folder).mkdir(parents=True, exist_ok=True)
         names = [f"{folders[int(t)]}/{i:05d}.png" for i, t in enumerate(targets)]
-        lists[split] = "".join(f"{dest.resolve() / split / n} {int(t)}\n" for n, t in zip(names, targets))
+        lists[split] = "".join(
+            f"{dest.resolve() / split / n} {rank[folders[int(t)]]}\n" for n, t in zip(names, targets)
+        )
         tasks += [(str(dest / split), names[i : i + CHUNK], images[i : i + CHUNK]) for i in range(0, len(names), CHUNK)]
     total, done = sum(counts.values()), 0
     for n in _run(tasks, parallel=total > IN_PROCESS_BELOW):
         done += n
         if progress is not None:
             progress(done, total)
-    atomic_write_text(dest / "labels.txt", "".join(f"{label}\n" for label in labels))
+    atomic_write_text(dest / "labels.txt", "".join(f"{folder.replace('_', ' ')}\n" for folder in sorted(folders)))
     for split, text in lists.items():
         atomic_write_text(dest / f"{split}.txt", text)
     atomic_write_text(dest / DONE, json.dumps(summary))  # last: its presence means complete
