@@ -1,7 +1,7 @@
 """The `kiln` command: builds the parser and dispatches to the command modules.
 
 serve, data, demo: kiln.cli_serve; dataset, jobs: kiln.cli_jobs; train, classify: kiln.cli_models;
-users: kiln.cli_users;
+evaluate: kiln.cli_evaluate; users: kiln.cli_users;
 what they share (global options, settings, running and following jobs): kiln.cli_common.
 """
 
@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from kiln.cli_common import KilnParser
+from kiln.cli_evaluate import add_evaluate_command
 from kiln.cli_jobs import add_job_commands
 from kiln.cli_models import add_model_commands
 from kiln.cli_serve import add_serve_commands
@@ -35,6 +36,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     add_serve_commands(sub)
     add_job_commands(sub)
     add_model_commands(sub, field_options=argv is None or "train" in argv)
+    add_evaluate_command(sub)
     add_user_commands(sub)
     return parser
 

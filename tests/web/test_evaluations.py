@@ -182,3 +182,18 @@ def test_label_issues_find_flipped_labels(app, tmp_path: Path) -> None:
     flagged = [x["image"] for x in result["label_issues"]]
     assert len(set(flagged) & flipped) >= 2 and set(flagged[:2]) <= flipped  # ranked first
     assert all(x["truth"] == "two" and x["predicted"] == "one" for x in result["label_issues"] if x["image"] in flipped)
+
+
+def test_kiln_evaluate_runs_the_same_job_from_the_command_line(app, capsys: pytest.CaptureFixture[str]) -> None:
+    from kiln.cli import main
+
+    kiln, t = app
+    data = ["--data-dir", str(kiln.data_dir)]
+    assert main(["evaluate", "lenet", "--split", "val", "--epoch", "best", *data]) == 0
+    out = capsys.readouterr().out
+    job_id = out.split("evaluation job ")[1].split()[0]
+    result = kiln.client.get(f"/evaluations/{job_id}.json").json()
+    assert result["status"] == "Done" and result["snapshot_epoch"] == "best" and result["scored"] == 18
+    assert f'"top1_accuracy": {result["top1_accuracy"]}' in out
+    assert main(["evaluate", "lenet", "--split", "val", "--epoch", "9", *data]) == 2
+    assert "error: snapshot_epoch: No snapshot at epoch 9" in capsys.readouterr().err
