@@ -41,6 +41,7 @@ def completed_jobs(store: StoreDep) -> dict[str, Any]:
         "datasets": [r for r in rows if r["type"] == "dataset" and r["status"] not in ACTIVE],
         "models": [r for r in rows if r["type"] == "model" and r["status"] not in ACTIVE],
         "pretrained_models": [],
+        "evaluations": [r for r in rows if r["type"] == "evaluation" and r["status"] not in ACTIVE],  # kiln
         "model_output_fields": fields,
     }
 

@@ -101,9 +101,18 @@ kiln.renderTable = (tableId, rows, filter) => {
   let html = "";
   for (const g of names) {
     if (names.length > 1 || g) html += `<tr class="group-row"><td colspan="12">${g ? kiln.esc(g) : "Ungrouped"}</td></tr>`;
-    html += groups[g].map(kiln.rowHtml).join("");
+    html += groups[g].map((r) => kiln.rowHtml(r) + (kiln.evaluationsOf[r.id] || []).map(kiln.evaluationRow).join("")).join("");
   }
   body.innerHTML = html || `<tr><td colspan="12" class="hint">Nothing yet.</td></tr>`;
+};
+
+// A model's evaluations, as rows under it on the home page.
+kiln.evaluationsOf = {};
+kiln.evaluationRow = (r) => {
+  const status = `<span class="badge ${r.status_css}">${kiln.esc(r.status)}</span>`;
+  const acc = r.top1_accuracy === null || r.top1_accuracy === undefined ? "" : kiln.pct(r.top1_accuracy);
+  return `<tr class="evaluation-row" data-id="${r.id}"><td colspan="3">↳ <a href="/evaluations/${r.id}">${kiln.esc(r.name)}</a></td>` +
+    `<td>${status}</td><td>${kiln.progressCell(r)}</td><td></td><td>${acc}</td><td colspan="5"></td></tr>`;
 };
 
 kiln.home = () => {
@@ -111,6 +120,9 @@ kiln.home = () => {
   const load = async () => {
     const data = await (await fetch("/completed_jobs.json")).json();
     const all = [...data.running, ...data.datasets, ...data.models];
+    kiln.evaluationsOf = {};
+    for (const e of [...all, ...(data.evaluations || [])].filter((r) => r.type === "evaluation"))
+      (kiln.evaluationsOf[e.model_id] ||= []).push(e);
     const datasets = all.filter((r) => r.type === "dataset").sort((a, b) => b.submitted - a.submitted);
     const models = all.filter((r) => r.type === "model").sort((a, b) => b.submitted - a.submitted);
     const filter = filterBox.value.trim().toLowerCase();
