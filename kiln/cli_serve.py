@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,20 @@ def serve_problems(settings: Settings) -> list[str]:
     return settings.check() + startup_problems(settings)
 
 
+OMP_SET_BY_SERVE = "KILN_OMP_SET_BY_SERVE"  # the scheduler gives workers the user's own setting back
+
+
+def quiet_openmp(torch_loaded: bool | None = None) -> None:
+    """Idle OpenMP threads sleep in the server instead of spinning: classify one went from 50 to 17 ms
+    (p50) on a busy 2-core machine (docs/benchmarks.md). Must run before torch loads OpenMP."""
+    loaded = "torch" in sys.modules if torch_loaded is None else torch_loaded
+    if "OMP_WAIT_POLICY" not in os.environ and not loaded:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ[OMP_SET_BY_SERVE] = "1"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    quiet_openmp()
     import uvicorn
 
     from kiln.web.app import create_app

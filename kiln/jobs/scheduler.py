@@ -139,6 +139,13 @@ class Scheduler:
             self.store.set_status(job.id, "Waiting", note="waiting for its dataset")
         return False
 
+    def _worker_env(self) -> dict[str, str]:
+        """The data roots and read caps go along; OpenMP spins again for training (kiln.cli_serve.quiet_openmp)."""
+        env = {**os.environ, **self.settings.worker_env()}
+        if env.pop("KILN_OMP_SET_BY_SERVE", None):
+            env.pop("OMP_WAIT_POLICY", None)
+        return env
+
     def _spawn(self, job: Job) -> None:
         job_dir = self.settings.jobs_dir / job.id
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +157,7 @@ class Scheduler:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, **self.settings.worker_env()},  # the data roots and read caps go along
+            env=self._worker_env(),
         )
         proc.spawned_at = time.time()  # type: ignore[attr-defined]
         self.procs[job.id] = proc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -211,3 +212,23 @@ def test_cli_dataset_create_is_a_job_the_server_lists(tmp_path: Path) -> None:
         assert [(d["name"], d["status"]) for d in index["datasets"]] == [("cli-set", "Done")]
     finally:
         kiln.close()
+
+
+def test_the_server_quiets_openmp_but_workers_get_the_users_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kiln serve sets OMP_WAIT_POLICY=PASSIVE (fast classify); training workers spin as the user had it."""
+    from kiln import cli_serve
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv(cli_serve.OMP_SET_BY_SERVE, raising=False)
+    cli_serve.quiet_openmp(torch_loaded=True)  # too late to matter: left alone
+    assert "OMP_WAIT_POLICY" not in os.environ
+    cli_serve.quiet_openmp(torch_loaded=False)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    env = Scheduler(Settings.from_env(data_dir=tmp_path))._worker_env()
+    assert "OMP_WAIT_POLICY" not in env and cli_serve.OMP_SET_BY_SERVE not in env
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own choice goes everywhere
+    monkeypatch.delenv(cli_serve.OMP_SET_BY_SERVE)
+    cli_serve.quiet_openmp(torch_loaded=False)
+    assert Scheduler(Settings.from_env(data_dir=tmp_path))._worker_env()["OMP_WAIT_POLICY"] == "ACTIVE"
