@@ -383,10 +383,20 @@ def _input_picture(x: torch.Tensor) -> bytes:
 def _add_gradcam(vis: Visualization, inspector: _Inspector, x: torch.Tensor, target: int, labels: list[str]) -> None:
     """captum's LayerGradCam on the last convolution for class `target`, over the input."""
     if inspector.conv is None:
-        vis.gradcam_reason = "this network has no convolution layer, and Grad-CAM looks at one"
+        vis.gradcam_reason = NO_CONV
         return
+    vis.gradcam, vis.gradcam_layer = _gradcam(inspector, x, target)
+    vis.gradcam_label = labels[target] if target < len(labels) else str(target)
+
+
+NO_CONV = "this network has no convolution layer, and Grad-CAM looks at one"
+
+
+def _gradcam(inspector: _Inspector, x: torch.Tensor, target: int) -> tuple[bytes, str]:
+    """(the overlay PNG, the layer's name); the caller holds inspector.lock and checked inspector.conv."""
     from captum.attr import LayerAttribution, LayerGradCam
 
+    assert inspector.conv is not None
     key, module = inspector.conv
     with torch.enable_grad():  # gradients reach the layer even where its weights are frozen
         inp = x.detach().clone().requires_grad_(True)
@@ -394,9 +404,23 @@ def _add_gradcam(vis: Visualization, inspector: _Inspector, x: torch.Tensor, tar
     h, w = x.shape[-2:]
     scale = max(1, GRADCAM_SIDE // max(h, w))
     heat = LayerAttribution.interpolate(cam.detach().float(), (h * scale, w * scale), "bilinear")[0, 0]
-    vis.gradcam = _png(_overlay(_input_rgb(x[0]), heat.cpu().numpy()))
-    vis.gradcam_layer = getattr(inspector.model, "layer_names", {}).get(key, key)
-    vis.gradcam_label = labels[target] if target < len(labels) else str(target)
+    return _png(_overlay(_input_rgb(x[0]), heat.cpu().numpy())), getattr(inspector.model, "layer_names", {}).get(
+        key, key
+    )
+
+
+def gradcam_png(predictor: Any, batch: np.ndarray, target: int | None = None) -> bytes | None:
+    """Just the Grad-CAM overlay of the first image for class `target` (default: the top prediction);
+    None for a network without a convolution. For the evaluation page's mistakes."""
+    inspector = _inspector(predictor)
+    if inspector.conv is None:
+        return None
+    x = predictor.preprocess.batch_to_tensor(batch[:1], device=predictor.device)
+    with inspector.lock:
+        if target is None:
+            with torch.no_grad():
+                target = int(inspector.model(x).argmax(1)[0])
+        return _gradcam(inspector, x, target)[0]
 
 
 def _overlay(base: np.ndarray, heat: np.ndarray) -> np.ndarray:

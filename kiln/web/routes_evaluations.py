@@ -117,7 +117,12 @@ def cell(job_id: str, truth: int, predicted: int, store: StoreDep, settings: Set
 @router.get("/evaluations/{job_id}/images/{index}")
 def image(job_id: str, index: int, store: StoreDep, settings: SettingsDep) -> Response:
     """One evaluated image: from the dataset split, or re-read from its path (inside the data roots)."""
-    job = job_or_404(store, job_id, "evaluation")
+    data, kind = _image_bytes(job_or_404(store, job_id, "evaluation"), index, settings)
+    return Response(data, media_type=kind)
+
+
+def _image_bytes(job: Job, index: int, settings: Any) -> tuple[bytes, str]:
+    """One evaluated image's file bytes and type: from the dataset split, or its path (inside the roots)."""
     job_dir = settings.jobs_dir / job.id
     sources_file = job_dir / "sources.txt"
     lines = sources_file.read_text(encoding="utf-8").splitlines() if sources_file.is_file() else []
@@ -127,8 +132,8 @@ def image(job_id: str, index: int, store: StoreDep, settings: SettingsDep) -> Re
     if source["kind"] == "split":
         from kiln.datasets.reader import PackedDataset
 
-        data = PackedDataset(settings.jobs_dir / job.params["dataset_id"]).image_png(source["split"], int(lines[index]))
-        return Response(data, media_type="image/png")
+        dataset = PackedDataset(settings.jobs_dir / job.params["dataset_id"])
+        return dataset.image_png(source["split"], int(lines[index])), "image/png"
     roots = [job_dir] if source["kind"] == "archive" else settings.allowed_roots
     try:
         path = paths.check_readable(lines[index], roots)
@@ -136,7 +141,28 @@ def image(job_id: str, index: int, store: StoreDep, settings: SettingsDep) -> Re
     except (paths.PathRefused, OSError) as exc:
         raise HTTPException(404, f"Image {index} cannot be read now: {exc}.") from None
     kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return Response(data, media_type=kind if kind.startswith("image/") else "application/octet-stream")
+    return data, kind if kind.startswith("image/") else "application/octet-stream"
+
+
+@router.get("/evaluations/{job_id}/gradcam/{index}")
+def gradcam(job_id: str, index: int, store: StoreDep, settings: SettingsDep) -> Response:
+    """Grad-CAM of one evaluated image for the class the model predicted (the mistakes gallery)."""
+    import io
+
+    from kiln.inference.visualize import gradcam_png
+    from kiln.web.routes_models import predictor_for
+
+    job = job_or_404(store, job_id, "evaluation")
+    data, _ = _image_bytes(job, index, settings)
+    try:
+        predictor = predictor_for(settings.jobs_dir / job.params["model_id"], job.params.get("epoch"))
+    except FileNotFoundError as exc:
+        raise HTTPException(404, f"The model's snapshot is gone: {exc}.") from None
+    batch, _, errors = predictor.load([io.BytesIO(data)])
+    png = gradcam_png(predictor, batch) if not errors else None
+    if png is None:
+        raise HTTPException(404, errors.get(0) or "This network has no convolution layer for Grad-CAM.")
+    return Response(png, media_type="image/png")
 
 
 @router.get("/evaluations/{job_id}")

@@ -126,7 +126,11 @@ def test_a_zip_of_class_folders_and_its_cells_and_images(app) -> None:
     assert cell["count"] == matrix[truth][pred] == len(cell["images"])
     image = kiln.client.get(cell["images"][0]["url"])
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
-    assert kiln.client.get(f"/evaluations/{result['id']}").status_code == 200
+    cam = kiln.client.get(f"/evaluations/{result['id']}/gradcam/{cell['images'][0]['index']}")
+    assert cam.status_code == 200 and cam.content.startswith(b"\x89PNG") and cam.content != image.content
+    assert kiln.client.get(f"/evaluations/{result['id']}/images/99").status_code == 404
+    page = kiln.client.get(f"/evaluations/{result['id']}").text
+    assert 'id="confusion-matrix"' in page and f'data-truth="{truth}" data-predicted="{pred}"' in page
 
 
 def test_a_hostile_zip_is_refused_by_the_job(app) -> None:
