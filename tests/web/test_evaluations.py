@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import Kiln, copy_data_dir, write_class_folder
@@ -201,3 +202,38 @@ def test_kiln_evaluate_runs_the_same_job_from_the_command_line(app, capsys: pyte
     assert f'"top1_accuracy": {result["top1_accuracy"]}' in out
     assert main(["evaluate", "lenet", "--split", "val", "--epoch", "9", *data]) == 2
     assert "error: snapshot_epoch: No snapshot at epoch 9" in capsys.readouterr().err
+
+
+def test_one_preprocessing_path_web_cli_and_predictor_agree(
+    app, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same images (one resized from 40x33 colour) give the same top-5 over HTTP, from `kiln
+    classify` and from the predictor, and the same probabilities from an evaluation of a list."""
+    from PIL import Image
+
+    from kiln.cli import main
+    from kiln.inference.predictor import Predictor
+
+    kiln, t = app
+    big = tmp_path / "big.png"
+    Image.open(t["folder"] / "two" / "0007.png").convert("RGB").resize((40, 33)).save(big)
+    images = [str(t["folder"] / "one" / "0005.png"), str(big)]
+    predictor = Predictor.from_job_dir(kiln.settings.jobs_dir / t["model"])
+    direct = [[[label, pct] for label, pct in top] for top in predictor.classify(images)]
+    web = []
+    for path in images:
+        with open(path, "rb") as f:
+            res = kiln.client.post(
+                "/models/images/classification/classify_one.json",
+                data={"job_id": t["model"]},
+                files={"image_file": ("x.png", f.read())},
+            )
+        web.append(res.json()["predictions"])
+    assert web == direct
+    assert main(["classify", t["model"], *images, "--data-dir", str(kiln.data_dir)]) == 0
+    printed = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert [[lab, float(pct.rstrip("%"))] for pct, lab in printed] == [p for top in direct for p in top]
+    listed = "\n".join(f"{p} one" for p in images)
+    result = evaluate(kiln, {"image_list": ("l.txt", listed.encode())}, job_id=t["model"])
+    probs = np.load(kiln.settings.jobs_dir / result["id"] / "probs.npy")
+    assert probs.tolist() == predictor.probabilities(predictor.load(images)[0]).tolist()
