@@ -12,6 +12,7 @@ import sys
 
 from kiln.cli_common import KilnParser
 from kiln.cli_evaluate import add_evaluate_command
+from kiln.cli_export import add_export_command
 from kiln.cli_jobs import add_job_commands
 from kiln.cli_models import add_model_commands
 from kiln.cli_serve import add_serve_commands
@@ -37,6 +38,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     add_job_commands(sub)
     add_model_commands(sub, field_options=argv is None or "train" in argv)
     add_evaluate_command(sub)
+    add_export_command(sub)
     add_user_commands(sub)
     return parser
 

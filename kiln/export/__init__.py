@@ -8,16 +8,27 @@
 Engine code: no HTTP, no SQLite. Weights are read from safetensors only (kiln.training.checkpoint).
 """
 
-from kiln.export.archive import ARCHIVE_FORMATS, ARCHIVE_VERSION, archive_name, write_archive
+from kiln.export.archive import (
+    ARCHIVE_FORMATS,
+    ARCHIVE_VERSION,
+    SINGLE_FORMATS,
+    archive_name,
+    job_keys,
+    write_archive,
+    write_model_file,
+)
 from kiln.export.convert import ExportError, export_onnx, export_torchscript, load_for_export
 
 __all__ = [
     "ARCHIVE_FORMATS",
     "ARCHIVE_VERSION",
+    "SINGLE_FORMATS",
     "ExportError",
     "archive_name",
     "export_onnx",
     "export_torchscript",
+    "job_keys",
     "load_for_export",
     "write_archive",
+    "write_model_file",
 ]

@@ -17,6 +17,7 @@ destination is either absent or complete.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import tarfile
 import tempfile
@@ -164,3 +165,29 @@ def write_archive(
         info = build_folder(Path(job_dir), Path(tmp), epoch, job_info or {})
         pack(Path(tmp), Path(dest), fmt)
     return info
+
+
+def job_keys(job: Any) -> dict[str, Any]:
+    """DIGITS' job keys for info.json from a kiln.store.Job (duck-typed: the engine knows no store)."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "status": job.status,
+        "dataset_id": job.dataset_id,
+        "job id": job.id,
+        "creation time": str(dt.datetime.fromtimestamp(job.created)),
+        "username": job.username,
+    }
+
+
+# -- single files ---------------------------------------------------------------------------------
+SINGLE_FORMATS = {"onnx": "onnx", "torchscript": "pt"}  # format -> file extension
+
+
+def write_model_file(job_dir: Path | str, dest: Path | str, *, epoch: float | str | None, fmt: str) -> dict[str, Any]:
+    """model.onnx or model.pt of one snapshot into ``dest`` (atomic); returns the snapshot's meta."""
+    if fmt not in SINGLE_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(SINGLE_FORMATS)}, not {fmt!r}")
+    model, meta = load_for_export(Path(job_dir), epoch)
+    (export_onnx if fmt == "onnx" else export_torchscript)(model, meta, Path(dest))
+    return meta

@@ -35,7 +35,14 @@ class ExportError(RuntimeError):
 
 
 def load_for_export(job_dir: Path, epoch: float | str | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """(eval-mode CPU model with the snapshot's safetensors weights, its meta); epoch as read_meta."""
+    """(eval-mode CPU model with the snapshot's safetensors weights, its meta); epoch as read_meta.
+
+    FileNotFoundError, saying which snapshots exist, for an epoch the model has no snapshot of."""
+    if epoch == "best" and not checkpoint.snapshot_paths(Path(job_dir), "best")[1].exists():
+        epochs = ", ".join(checkpoint.format_epoch(e) for e in checkpoint.list_snapshots(Path(job_dir)))
+        raise FileNotFoundError(
+            f"this model keeps no best snapshot (it trained without keep_best); snapshots: {epochs}"
+        )
     return checkpoint.load_snapshot(Path(job_dir), epoch, device="cpu")
 
 

@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
         routes_datasets,
         routes_evaluations,
         routes_events,
+        routes_export,
         routes_home,
         routes_jobs,
         routes_models,
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
         routes_models,
         routes_networks,
         routes_evaluations,
+        routes_export,
     )
     for module in modules:
         app.include_router(module.router)
