@@ -32,11 +32,19 @@ def _refusal(
 
 @router.post("/models/customize.json")
 @router.post("/models/customize")
-def customize(
-    request: Request, store: StoreDep, settings: SettingsDep, network: str = "", snapshot_epoch: str = ""
-) -> Response:
+async def customize(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     """``{"network": text}`` of a standard network, or of a model (plus ``"snapshot": "<id>:<epoch>"``
-    for its weights, which the Custom tab can start from)."""
+    for its weights, which the Custom tab can start from). ``network`` and ``snapshot_epoch`` come in
+    the query (DIGITS) or the form."""
+    from starlette.concurrency import run_in_threadpool
+
+    form = await request.form()
+    values = {**{k: v for k, v in form.items() if isinstance(v, str)}, **request.query_params}
+    network, epoch = str(values.get("network") or ""), str(values.get("snapshot_epoch") or "")
+    return await run_in_threadpool(_customize, request, store, settings, network, epoch)
+
+
+def _customize(request: Request, store: Any, settings: Any, network: str, snapshot_epoch: str) -> Response:
     from kiln.networks.registry import list_networks
 
     names = {n.name for n in list_networks()}

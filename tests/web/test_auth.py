@@ -90,7 +90,7 @@ class World:
     tokens: dict[str, str] = field(default_factory=dict)
 
     def job(self, type_: str = "dataset", owner: str | None = "alice", status: str = "Done", **kw: Any) -> str:
-        params = {"spec": {"resize_width": 8, "resize_height": 8, "resize_channels": 1}}
+        params = {"spec": {"resize_width": 28, "resize_height": 28, "resize_channels": 1}}  # LeNet's size
         if type_ == "model":
             params = {"config": {"train_epochs": 1}, "form": {}}
         job_id = self.store.create_job(type_, f"{type_} of {owner}", params, owner, **kw)
@@ -147,6 +147,14 @@ def _classify_form(w: World, owner: str) -> tuple[dict[str, str], dict[str, Any]
     return {}, {"job_id": w.job("model", owner, "Done"), "image_path": str(next(w.folder.rglob("*.png")))}
 
 
+def _evaluate_form(w: World, owner: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """A model with a (never read) epoch-1 snapshot, evaluated on the image folder."""
+    model = w.job("model", owner, "Done")
+    for suffix in ("json", "safetensors"):
+        (w.settings.jobs_dir / model / f"snapshot_1.{suffix}").write_text("{}")
+    return {}, {"job_id": model, "image_folder": str(w.folder)}
+
+
 def _new_user(w: World, owner: str) -> tuple[dict[str, str], dict[str, Any]]:
     return {}, {"username": f"u{os.urandom(4).hex()}", "password": PASSWORD}
 
@@ -167,6 +175,7 @@ def _token_gone(w: World, v: dict[str, str]) -> bool:
     return all(str(t["id"]) != v["token_id"] for t in Accounts(w.settings.db_path).list_tokens())
 
 
+PREFIXES = (("jobs", "dataset"), ("datasets", "dataset"), ("models", "model"), ("evaluations", "evaluation"))
 CALLS: dict[tuple[str, str], Call] = {
     ("PUT", "/jobs/{job_id}"): Call(
         "owner",
@@ -175,16 +184,13 @@ CALLS: dict[tuple[str, str], Call] = {
     ),
     **{
         ("POST", f"/{prefix}/{{job_id}}/abort"): Call("owner", _one(type_, "Initialized"), _status_is("Aborted"))
-        for prefix, type_ in (("jobs", "dataset"), ("datasets", "dataset"), ("models", "model"))
+        for prefix, type_ in PREFIXES
     },
     **{
         ("POST", f"/{prefix}/{{job_id}}/resume"): Call("owner", _one(type_, "Aborted"), _status_is("Initialized"))
-        for prefix, type_ in (("jobs", "dataset"), ("datasets", "dataset"), ("models", "model"))
+        for prefix, type_ in PREFIXES
     },
-    **{
-        ("DELETE", f"/{prefix}/{{job_id}}"): Call("owner", _one(type_, "Done"), _gone)
-        for prefix, type_ in (("jobs", "dataset"), ("datasets", "dataset"), ("models", "model"))
-    },
+    **{("DELETE", f"/{prefix}/{{job_id}}"): Call("owner", _one(type_, "Done"), _gone) for prefix, type_ in PREFIXES},
     ("DELETE", "/jobs"): Call("owner", _many("Done"), _gone, refused="400"),
     ("POST", "/abort_jobs"): Call("owner", _many("Initialized"), _status_is("Aborted"), refused="400"),
     ("POST", "/group"): Call(
@@ -196,6 +202,12 @@ CALLS: dict[tuple[str, str], Call] = {
     ("POST", "/models/images/classification"): Call("user", _model_form),
     ("POST", "/models/images/classification.json"): Call("user", _model_form),
     ("POST", "/models/visualize-lr"): Call("user", lambda w, o: ({}, {"learning_rate": "0.01", "train_epochs": "2"})),
+    ("POST", "/models/customize"): Call("user", lambda w, o: ({}, {"network": "lenet"})),
+    ("POST", "/models/customize.json"): Call("user", lambda w, o: ({}, {"network": "lenet"})),
+    ("POST", "/models/visualize-network"): Call("user", lambda w, o: ({}, {"standard_networks": "lenet"})),
+    ("POST", "/models/visualize-network.json"): Call("user", lambda w, o: ({}, {"standard_networks": "lenet"})),
+    ("POST", "/models/images/classification/evaluate"): Call("user", _evaluate_form),
+    ("POST", "/models/images/classification/evaluate.json"): Call("user", _evaluate_form),
     ("POST", "/models/images/classification/classify_one"): Call("user", _classify_form),
     ("POST", "/models/images/classification/classify_one.json"): Call("user", _classify_form),
     ("POST", "/models/images/classification/classify_many"): Call("user", _classify_form),
