@@ -282,7 +282,9 @@ kiln.updateSnapshots = async (epochs) => {
   const select = document.getElementById("snapshot_epoch");
   if (!select) { if (epochs.length) await kiln.refreshBody(); return; }
   const chosen = select.dataset.chosen ? select.value : null;
-  select.innerHTML = [...epochs].reverse().map((e) => `<option value="${e}">Epoch #${e}</option>`).join("");
+  const best = select.querySelector("option[value=best]");  // the kept best snapshot stays offered
+  select.innerHTML = (best ? best.outerHTML : "") + [...epochs].reverse().map((e) => `<option value="${e}">Epoch #${e}</option>`).join("");
+  if (best) select.value = String([...epochs].pop() ?? "best");
   if (chosen) select.value = chosen;
   select.onchange = () => { select.dataset.chosen = "1"; };
 };
