@@ -1,7 +1,7 @@
 """Models out of kiln over HTTP: DIGITS' download archives and the ONNX / TorchScript files.
 
     GET|POST /models/<id>/download[.tar|.tar.gz|.tgz|.tar.bz2|.zip]   ?epoch=N or form snapshot_epoch
-    GET      /models/<id>/export.onnx   /models/<id>/export.pt        ?epoch=N
+    GET|POST /models/<id>/export.onnx   /models/<id>/export.pt        the same epoch fields
 
 An export traces the network and checks it, seconds of work: it runs on the heavy threads
 (kiln.web.offload), into a private temporary folder removed once the file has been sent.
@@ -112,6 +112,7 @@ async def download_as(request: Request, job_id: str, ext: str, store: StoreDep, 
 
 
 @router.get("/models/{job_id}/export.{ext}")
+@router.post("/models/{job_id}/export.{ext}")
 async def export_file(request: Request, job_id: str, ext: str, store: StoreDep, settings: SettingsDep) -> FileResponse:
     """The network at an epoch as ONNX (export.onnx, dynamic batch axis) or TorchScript (export.pt)."""
     from kiln.export import write_model_file
@@ -119,7 +120,7 @@ async def export_file(request: Request, job_id: str, ext: str, store: StoreDep, 
     formats = {"onnx": "onnx", "pt": "torchscript"}
     if ext not in formats:
         raise HTTPException(400, f"format: {ext[:20]!r} is not an export format; use export.onnx or export.pt.")
-    epoch = _epoch(request, None)
+    epoch = _epoch(request, await request.form() if request.method == "POST" else None)
     job_dir = _model_dir(store, settings, job_id)
     built = await run_heavy(request, _build, write_model_file, job_dir, ext, job_id, epoch=epoch, fmt=formats[ext])
     return _send(built, "application/octet-stream")

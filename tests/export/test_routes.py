@@ -110,3 +110,11 @@ def test_cli_export(trained, tmp_path: Path, capsys: pytest.CaptureFixture[str])
         main(["export", t["model"], "--epoch", "3", "--data-dir", data])
     with pytest.raises(SystemExit, match="model: no model job"):
         main(["export", "missing", "--data-dir", data])
+
+
+def test_model_page_download_forms_post_the_chosen_snapshot(trained) -> None:
+    kiln, t = trained
+    page = kiln.client.get(f"/models/{t['model']}").text
+    assert 'id="download"' in page and f'formaction="/models/{t["model"]}/export.onnx"' in page
+    res = kiln.client.post(f"/models/{t['model']}/export.pt", data={"snapshot_epoch": "1"})
+    assert res.status_code == 200 and res.headers["content-disposition"].endswith('_epoch_1.pt"')
