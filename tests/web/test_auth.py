@@ -206,6 +206,14 @@ CALLS: dict[tuple[str, str], Call] = {
     ("POST", "/models/customize.json"): Call("user", lambda w, o: ({}, {"network": "lenet"})),
     ("POST", "/models/visualize-network"): Call("user", lambda w, o: ({}, {"standard_networks": "lenet"})),
     ("POST", "/models/visualize-network.json"): Call("user", lambda w, o: ({}, {"standard_networks": "lenet"})),
+    # reads (POST as DIGITS' forms post them): anyone logged in; this model has no snapshot, a 404
+    ("POST", "/models/{job_id}/download"): Call("user", lambda w, o: ({"job_id": w.job("model", o)}, {})),
+    ("POST", "/models/{job_id}/download.{ext}"): Call(
+        "user", lambda w, o: ({"job_id": w.job("model", o), "ext": "zip"}, {})
+    ),
+    ("POST", "/models/{job_id}/export.{ext}"): Call(
+        "user", lambda w, o: ({"job_id": w.job("model", o), "ext": "onnx"}, {})
+    ),
     ("POST", "/models/images/classification/evaluate"): Call("user", _evaluate_form),
     ("POST", "/models/images/classification/evaluate.json"): Call("user", _evaluate_form),
     ("POST", "/models/images/classification/classify_one"): Call("user", _classify_form),
