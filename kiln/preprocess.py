@@ -136,8 +136,9 @@ class Preprocess:
         from kiln.datasets.images import load_image, resize_image
 
         arr = load_image(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, self.channels)
-        # fill / half_crop pad with noise: a fixed stream makes a prediction repeatable
-        arr = resize_image(arr, self.height, self.width, self.resize_mode, rng=np.random.default_rng(0))
+        if arr.shape[:2] != (self.height, self.width):  # most evaluated images are already the size
+            # fill / half_crop pad with noise: a fixed stream makes a prediction repeatable
+            arr = resize_image(arr, self.height, self.width, self.resize_mode, rng=np.random.default_rng(0))
         if arr.ndim == 2:
             arr = arr[:, :, None]
         return arr
