@@ -31,6 +31,7 @@ from PIL import Image
 
 import kiln
 from kiln.atomic import AtomicFile, atomic_write_json, atomic_write_text
+from kiln.datasets import packed_format
 from kiln.export.convert import export_onnx, export_torchscript, input_shape, load_for_export
 from kiln.training.checkpoint import format_epoch
 
@@ -38,7 +39,13 @@ ARCHIVE_VERSION = 1  # bump when a member or an info.json key changes meaning; k
 # extension -> tarfile mode (None: zip). DIGITS' list; tar.gz is its default.
 ARCHIVE_FORMATS: dict[str, str | None] = {"tar": "w", "tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "zip": None}
 TEXT_FILES = {"prototxt": "network.prototxt", "python": "network.py"}
-WEIGHTS, MEAN_NPY, MEAN_PNG, LABELS = "weights.safetensors", "mean.npy", "mean.png", "labels.txt"
+# the same names a packed dataset uses for its labels and mean (kiln.datasets.packed_format spells them)
+WEIGHTS, MEAN_NPY, MEAN_PNG, LABELS = (
+    "weights.safetensors",
+    packed_format.MEAN_NPY,
+    packed_format.MEAN_PNG,
+    packed_format.LABELS_TXT,
+)
 ONNX, TORCHSCRIPT, PREDICT, INFO = "model.onnx", "model.pt", "predict.py", "info.json"
 
 
