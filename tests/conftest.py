@@ -401,3 +401,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 def pytest_sessionfinish(session: pytest.Session) -> None:
     for server in _servers:
         stop_server(server)
+
+
+def edit_text(text: str, old: str, new: str) -> str:
+    """``text`` with the first ``old`` replaced; the edit must apply."""
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+def lab_lenet_text() -> str:
+    """The MNIST lab's customized LeNet: 75 and 100 filters, and one more ReLU after pool1, in place."""
+    from kiln.networks.prototxt import standard_text
+
+    text = edit_text(standard_text("lenet"), "num_output: 20\n", "num_output: 75\n")
+    text = edit_text(text, "num_output: 50\n", "num_output: 100\n")
+    relu = 'layer {\n  name: "relu_pool1"\n  type: "ReLU"\n  bottom: "pool1"\n  top: "pool1"\n}\n\n'
+    return edit_text(text, 'layer {\n  name: "conv2"', relu + 'layer {\n  name: "conv2"')

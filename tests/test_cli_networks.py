@@ -18,23 +18,9 @@ import pytest
 from kiln.cli import main
 from kiln.networks.prototxt import standard_text
 from kiln.store import Store
-from tests.conftest import copy_data_dir, write_class_folder
+from tests.conftest import copy_data_dir, edit_text, lab_lenet_text, write_class_folder
 
-
-def _edit(text: str, old: str, new: str) -> str:
-    assert old in text, old
-    return text.replace(old, new, 1)
-
-
-def _lab_variant() -> str:
-    """The MNIST lab's LeNet: 75 and 100 filters, and one more ReLU, after pool1, in place."""
-    text = _edit(standard_text("lenet"), "num_output: 20\n", "num_output: 75\n")
-    text = _edit(text, "num_output: 50\n", "num_output: 100\n")
-    relu = 'layer {\n  name: "relu_pool1"\n  type: "ReLU"\n  bottom: "pool1"\n  top: "pool1"\n}\n\n'
-    return _edit(text, 'layer {\n  name: "conv2"', relu + 'layer {\n  name: "conv2"')
-
-
-LENET75 = _lab_variant()
+LENET75 = lab_lenet_text()
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +77,7 @@ def test_network_file_trains_a_custom_model(data: Path, tmp_path: Path, capsys: 
 
 
 def test_a_broken_network_file_fails_with_its_line(data: Path, tmp_path: Path) -> None:
-    broken = _edit(LENET75, "num_output: 100\n", "num_output 100\n")
+    broken = edit_text(LENET75, "num_output: 100\n", "num_output 100\n")
     line = broken.splitlines().index("    num_output 100") + 1
     file = tmp_path / "broken.prototxt"
     file.write_text(broken, encoding="utf-8")

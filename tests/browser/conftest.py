@@ -143,3 +143,23 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep(
             "!", f"{len(skipped)} browser tests skipped: {_missing() or 'Chromium did not start'}", red=True, bold=True
         )
+
+
+def api_dataset(server: Server, folder: Path, name: str, wait: bool = True) -> str:
+    """A 28x28 grey dataset (25 % val) from a class folder, over the API; built unless wait=False."""
+    res = server.client.post(
+        "/datasets/images/classification.json",
+        data={
+            "dataset_name": name,
+            "folder_train": str(folder),
+            "resize_channels": "1",
+            "resize_width": "28",
+            "resize_height": "28",
+            "folder_pct_val": "25",
+        },
+    )
+    assert res.status_code == 200, res.text
+    job_id = res.json()["id"]
+    if wait:
+        assert server.wait_job(job_id, timeout=180)["status"] == "Done"
+    return job_id

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Server
+from .conftest import Server, api_dataset
 
 pytestmark = pytest.mark.browser
 
@@ -33,24 +33,6 @@ def expect(*args: Any, **kw: Any) -> Any:
     from playwright.sync_api import expect as pw_expect
 
     return pw_expect(*args, **kw)
-
-
-def api_dataset(server: Server, folder: Path, name: str) -> str:
-    res = server.client.post(
-        "/datasets/images/classification.json",
-        data={
-            "dataset_name": name,
-            "folder_train": str(folder),
-            "resize_channels": "1",
-            "resize_width": "28",
-            "resize_height": "28",
-            "folder_pct_val": "25",
-        },
-    )
-    assert res.status_code == 200, res.text
-    job_id = res.json()["id"]
-    assert server.wait_job(job_id, timeout=180)["status"] == "Done"
-    return job_id
 
 
 def replace_once(text: str, old: str, new: str) -> str:

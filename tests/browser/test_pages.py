@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Server
+from .conftest import Server, api_dataset
 
 pytestmark = pytest.mark.browser
 
@@ -34,25 +34,6 @@ def mark_page(page: Any) -> None:
 
 def assert_not_reloaded(page: Any) -> None:
     assert page.evaluate("window.__marker") == 1, "the page was reloaded"
-
-
-def api_dataset(server: Server, folder: Path, name: str, wait: bool = True) -> str:
-    res = server.client.post(
-        "/datasets/images/classification.json",
-        data={
-            "dataset_name": name,
-            "folder_train": str(folder),
-            "resize_channels": "1",
-            "resize_width": "28",
-            "resize_height": "28",
-            "folder_pct_val": "25",
-        },
-    )
-    assert res.status_code == 200, res.text
-    job_id = res.json()["id"]
-    if wait:
-        assert server.wait_job(job_id, timeout=180)["status"] == "Done"
-    return job_id
 
 
 def chart_points(page: Any) -> int:

@@ -18,19 +18,13 @@ from kiln.training import checkpoint
 from kiln.training.config import TrainConfig
 from kiln.training.loop import train
 from kiln.training.solvers import make_optimizer
+from tests.conftest import lab_lenet_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 LENET = standard_text("lenet")
 # the MNIST lab's customized LeNet: 75 and 100 filters, one more ReLU after pool1
-LAB = (
-    LENET.replace("num_output: 20", "num_output: 75")
-    .replace("num_output: 50", "num_output: 100")
-    .replace(
-        'layer {\n  name: "conv2"',
-        'layer {\n  name: "relu_pool1"\n  type: "ReLU"\n  bottom: "pool1"\n  top: "pool1"\n}\nlayer {\n  name: "conv2"',
-    )
-)
+LAB = lab_lenet_text()  # the MNIST lab's customized LeNet
 SMALL_CROP = LENET.replace(
     "data_param { batch_size: 64 }", "data_param { batch_size: 8 }\n  transform_param { crop_size: 24 mirror: true }"
 )

@@ -71,6 +71,10 @@ def test_the_val_split_reproduces_the_val_accuracy_training_reported(app) -> Non
     assert result["top1_accuracy"] == pytest.approx(reported, abs=0.01)
     assert sum(map(sum, result["confusion_matrix"])) == 18 and result["labels"] == ["one", "three", "two"]
     assert [c["support"] for c in result["per_class"]] == [6, 6, 6]
+    home = kiln.client.get("/completed_jobs.json").json()["evaluations"]  # listed under its model
+    assert [(e["id"], e["model_id"], e["top1_accuracy"]) for e in home] == [
+        (result["id"], t["model"], result["top1_accuracy"])
+    ]
     top = result["top_n"]  # DIGITS' top_n: the 9 images surest to be each class, of all 18
     assert set(top) == {"one", "three", "two"} and all(len(v) == 9 for v in top.values())
     for entries in top.values():

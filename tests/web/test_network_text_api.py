@@ -20,27 +20,13 @@ from PIL import Image
 from kiln.jobs.worker import run_job
 from kiln.networks.prototxt import build_from_text, standard_text
 from kiln.training import checkpoint
-from tests.conftest import Kiln, copy_data_dir
+from tests.conftest import Kiln, copy_data_dir, edit_text, lab_lenet_text
 
 CREATE = "/models/images/classification.json"
 VISUALIZE = "/models/visualize-network.json"
 
 
-def _edit(text: str, old: str, new: str) -> str:
-    """``text`` with the first ``old`` replaced; the edit must apply."""
-    assert old in text, old
-    return text.replace(old, new, 1)
-
-
-def _lab_variant() -> str:
-    """The MNIST lab's LeNet: 75 and 100 filters, and one more ReLU, after pool1, in place."""
-    text = _edit(standard_text("lenet"), "num_output: 20\n", "num_output: 75\n")
-    text = _edit(text, "num_output: 50\n", "num_output: 100\n")
-    relu = 'layer {\n  name: "relu_pool1"\n  type: "ReLU"\n  bottom: "pool1"\n  top: "pool1"\n}\n\n'
-    return _edit(text, 'layer {\n  name: "conv2"', relu + 'layer {\n  name: "conv2"')
-
-
-LENET75 = _lab_variant()
+LENET75 = lab_lenet_text()
 
 PYTHON_NET = """from torch import nn
 
@@ -152,7 +138,7 @@ def test_visualize_lists_layers_shapes_and_parameters(kiln: Kiln, template: dict
     )
     assert html.status_code == 200 and 'id="network-layers"' in html.text and "<html" not in html.text
     assert "75×24×24" in html.text and "100×8×8" in html.text
-    broken = _edit(LENET75, "num_output: 100\n", "num_output 100\n")
+    broken = edit_text(LENET75, "num_output: 100\n", "num_output 100\n")
     error = kiln.client.post("/models/visualize-network", data={"custom_network": broken})
     line = broken.splitlines().index("    num_output 100") + 1
     assert error.status_code == 400 and 'id="network-error"' in error.text and f'data-line="{line}"' in error.text
@@ -185,7 +171,7 @@ ERRORS: dict[str, tuple[tuple[str, str] | None, str, str, str, dict[str, str]]] 
 @pytest.mark.parametrize("case", list(ERRORS))
 def test_a_broken_network_is_refused_with_its_line(kiln: Kiln, template: dict[str, Any], case: str) -> None:
     edit, line_marker, column_marker, words, fields = ERRORS[case]
-    text = _edit(LENET75, *edit) if edit else LENET75
+    text = edit_text(LENET75, *edit) if edit else LENET75
     line = next(i for i, row in enumerate(text.splitlines(), 1) if line_marker in row)
     column = text.splitlines()[line - 1].index(column_marker) + 1
     where = f"line {line}, column {column}: "
