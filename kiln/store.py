@@ -204,7 +204,10 @@ class Store:
         group_name: str = "",
         dataset_id: str | None = None,
         job_id: str | None = None,
+        status: str = "Initialized",
     ) -> str:
+        """A new job row; ``status`` "Done" for jobs made whole by the request itself (pretrained models)."""
+        assert status in ("Initialized", "Done"), status
         now = time.time()
         with self._write() as db:
             while True:  # inside the transaction: no other writer can take the id meanwhile
@@ -217,11 +220,11 @@ class Store:
             self.db.execute(
                 "INSERT INTO jobs(id, type, name, group_name, username, status, created, params, dataset_id)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
-                (job_id, type_, name, group_name, username, "Initialized", now, json.dumps(params), dataset_id),
+                (job_id, type_, name, group_name, username, status, now, json.dumps(params), dataset_id),
             )
-            self.db.execute(
-                "INSERT INTO status_history(job_id, status, ts) VALUES (?,?,?)", (job_id, "Initialized", now)
-            )
+            if status == "Done":
+                self.db.execute("UPDATE jobs SET finished=?, progress=1.0 WHERE id=?", (now, job_id))
+            self.db.execute("INSERT INTO status_history(job_id, status, ts) VALUES (?,?,?)", (job_id, status, now))
             self._changed(job_id, "added")
         return job_id
 
@@ -376,7 +379,10 @@ class Store:
         return [dict(r) for r in rows]
 
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT epoch, phase, name, value FROM metrics WHERE job_id=? ORDER BY rowid", (job_id,))
+        """Every metrics point in the order reported: epoch, phase, name, value and ts (when it came)."""
+        rows = self.db.execute(
+            "SELECT epoch, phase, name, value, ts FROM metrics WHERE job_id=? ORDER BY rowid", (job_id,)
+        )
         return [dict(r) for r in rows]
 
     def snapshots(self, job_id: str) -> list[dict[str, Any]]:

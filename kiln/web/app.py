@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
 
     from kiln.web import (
         routes_auth,
+        routes_compare,
         routes_datasets,
         routes_evaluations,
         routes_events,
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
         routes_jobs,
         routes_events,
         routes_datasets,
+        routes_compare,  # before routes_models: /models/compare is not a model id
         routes_models,
         routes_networks,
         routes_evaluations,
