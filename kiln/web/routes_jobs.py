@@ -151,15 +151,16 @@ def delete_many(store: StoreDep, settings: SettingsDep, user: UserDep, ids: JobI
 @router.post("/abort_jobs")
 def abort_many(store: StoreDep, user: UserDep, ids: JobIds = None) -> Response:
     ids = bounded(ids or [])
-    done = 0
+    failed = []
     for job_id in ids:
         try:
             actions.abort(store, job_id, user)
-            done += 1
-        except ActionError:
-            pass
-    if done != len(ids) or not ids:
-        raise HTTPException(400, f"{done} of {len(ids)} jobs aborted.")
+        except ActionError as exc:
+            failed.append(f"{job_id}: {exc.message}")
+    if failed or not ids:  # DIGITS' counts, then why each one was not aborted
+        raise HTTPException(
+            400, f"{len(ids) - len(failed)} of {len(ids)} jobs aborted." + "".join(f" {f}" for f in failed)
+        )
     return PlainTextResponse("Jobs aborted.")
 
 
