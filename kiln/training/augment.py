@@ -39,6 +39,34 @@ FIELDS = {
         Field(
             "aug_invert", "Invert (probability)", float, "probability of inverting an image (255 - x)", low=0, high=1
         ),
+        Field(
+            "aug_shift",
+            "Shift (fraction)",
+            float,
+            "random shift, fraction of the image size either way",
+            low=0,
+            high=0.5,
+        ),
+        Field("aug_shear", "Shear (± degrees)", float, "random horizontal shear, degrees either way", low=0, high=45),
+        Field(
+            "aug_stroke",
+            "Stroke width (± pixels)",
+            float,
+            "random grey dilation or erosion, pixels on each side of a stroke (fractions blend)",
+            low=0,
+            high=3,
+        ),
+        Field(
+            "aug_blur", "Blur (max sigma, pixels)", float, "gaussian blur of random strength up to sigma", low=0, high=5
+        ),
+        Field(
+            "aug_brightness",
+            "Brightness (fraction)",
+            float,
+            "brightness shift drawn from U[-b, b] of the pixel range",
+            low=0,
+            high=1,
+        ),
         Field("aug_hsv_use", "HSV shifting", bool, "random hue/saturation/value shifts (colour images)"),
         Field("aug_hsv_h", "Hue", float, "HSV: hue shift stddev", low=0, high=0.5),
         Field("aug_hsv_s", "Saturation", float, "HSV: saturation shift stddev", low=0, high=0.5),
@@ -65,6 +93,8 @@ class Augmenter:
         self.quarter_turns = QUARTER_TURNS[c.aug_quad_rot]
         self.rotation, self.scale = float(c.aug_rot), float(c.aug_scale)
         self.noise, self.contrast, self.invert = float(c.aug_noise), float(c.aug_contrast), float(c.aug_invert)
+        self.shift, self.shear, self.stroke = float(c.aug_shift), float(c.aug_shear), float(c.aug_stroke)
+        self.blur, self.brightness = float(c.aug_blur), float(c.aug_brightness)
         self.hsv = (c.aug_hsv_h, c.aug_hsv_s, c.aug_hsv_v) if c.aug_hsv_use and channels == 3 else None
         self.notes: list[str] = []  # what was asked for but cannot apply to these images
         if c.aug_hsv_use and channels != 3:
@@ -78,6 +108,11 @@ class Augmenter:
                 len(self.quarter_turns) > 1,
                 self.rotation,
                 self.scale,
+                self.shift,
+                self.shear,
+                self.stroke,
+                self.blur,
+                self.brightness,
                 self.noise,
                 self.contrast,
                 self.invert,
@@ -93,11 +128,17 @@ class Augmenter:
         draw = _Draws(generator, x)
         x = self._flip(x, draw)
         x = self._quarter_turn(x, draw)
+        if self.stroke:
+            x = stroke_width(x, (draw.uniform() * 2 - 1) * self.stroke)
         x = self._rotate_scale(x, draw)
         if self.invert:
             x = torch.where(draw.uniform() < self.invert, 255 - x, x)
         if self.contrast:
             x = self._contrast(x, draw)
+        if self.brightness:
+            x = (x + (draw.uniform() * 2 - 1) * (self.brightness * 255)).clamp_(0, 255)
+        if self.blur:
+            x = blur_blend(x, self.blur, draw.uniform())
         if self.hsv is not None:
             x = self._hsv_shift(x, draw)
         if self.noise:
@@ -125,18 +166,23 @@ class Augmenter:
         return x
 
     def _rotate_scale(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
-        """One bilinear resampling per batch: rotation by U[-r, r] degrees and zoom by N(1, scale)."""
-        if not (self.rotation or self.scale):
+        """One bilinear resampling per batch: rotation by U[-r, r] degrees, zoom by N(1, scale),
+        shear by U[-s, s] degrees and shift by U[-f, f] of the size. Pixels from outside repeat
+        the border, so a dark digit on light paper is not framed in black."""
+        if not (self.rotation or self.scale or self.shift or self.shear):
             return x
         n, _, h, w = x.shape
         angle = (draw.uniform() * 2 - 1).view(n) * math.radians(self.rotation)
         zoom = (1 + draw.normal((n,)) * self.scale).clamp_(min=0.25)
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        # rotate in pixel units, so that non-square images are not sheared by normalised coordinates
-        zero = torch.zeros_like(cos)
-        theta = torch.stack([torch.stack([cos, -sin * h / w, zero], 1), torch.stack([sin * w / h, cos, zero], 1)], 1)
+        shear = torch.tan((draw.uniform() * 2 - 1).view(n) * math.radians(self.shear)) if self.shear else 0 * cos
+        # in pixel units: rotate(angle) @ shear_x / zoom, so non-square images are not sheared by
+        # normalised coordinates; then to normalised units, where a shift of f is 2f
+        a, b, c, d = cos, cos * shear - sin, sin, sin * shear + cos
+        tx, ty = (((draw.uniform() * 2 - 1).view(n) * 2 * self.shift) if self.shift else 0 * cos for _ in "xy")
+        theta = torch.stack([torch.stack([a, b * h / w, tx], 1), torch.stack([c * w / h, d, ty], 1)], 1)
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _contrast(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
         """Scale each image's distance from its per-channel mean by U[1-f, 1+f] (never below 0)."""
@@ -157,6 +203,42 @@ class Augmenter:
         if text not in self.notes:
             self.notes.append(text)
             warnings.warn(text, stacklevel=3)
+
+
+def stroke_width(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """Grey dilation (amount > 0) or erosion (< 0) by |amount| pixels on each side, per image.
+
+    Whole steps are 3x3 max (or min) pools of the whole batch; a fraction blends two steps. Light
+    strokes on dark grow with dilation, dark strokes on light with erosion: a symmetric range
+    thickens and thins both kinds.
+    """
+    steps = int(math.ceil(float(amount.abs().max())))
+    if steps == 0:
+        return x
+    grown, shrunk = [x], [x]
+    for _ in range(steps):
+        grown.append(F.max_pool2d(grown[-1], 3, 1, 1))
+        shrunk.append(-F.max_pool2d(-shrunk[-1], 3, 1, 1))
+    levels = torch.stack(shrunk[:0:-1] + grown)  # (2 * steps + 1, N, C, H, W): -steps .. +steps
+    position = (amount.view(-1) + steps).clamp(0, 2 * steps)
+    low = position.floor().long().clamp(max=2 * steps - 1)
+    frac = (position - low).view(-1, 1, 1, 1).to(x.dtype)
+    index = torch.arange(x.shape[0], device=x.device)
+    return levels[low, index] * (1 - frac) + levels[low + 1, index] * frac
+
+
+def blur_blend(x: torch.Tensor, sigma: float, strength: torch.Tensor) -> torch.Tensor:
+    """A gaussian blur of ``sigma`` pixels blended in by ``strength`` in [0, 1] per image:
+    one separable convolution for the whole batch, edges repeated."""
+    radius = max(1, int(math.ceil(2.5 * sigma)))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = x.shape[1]
+    padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+    blurred = F.conv2d(blurred, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+    return x + (blurred - x) * strength.to(x.dtype)
 
 
 class _Draws:

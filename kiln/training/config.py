@@ -44,6 +44,11 @@ class TrainConfig:
     aug_scale: float = 0.0  # stddev of the rescale factor
     aug_noise: float = 0.0  # stddev of gaussian noise on [0,1] pixels
     aug_contrast: float = 0.0  # factor from U[1-f, 1+f]
+    aug_shift: float = 0.0  # +- fraction of the image size
+    aug_shear: float = 0.0  # +- degrees
+    aug_stroke: float = 0.0  # +- pixels of grey dilation / erosion
+    aug_blur: float = 0.0  # max gaussian sigma, pixels
+    aug_brightness: float = 0.0  # shift from U[-b, b] of 255
     aug_hsv_use: bool = False
     aug_hsv_h: float = 0.02
     aug_hsv_s: float = 0.04
