@@ -41,7 +41,7 @@ def run_evaluation(job: Job, job_dir: Path, settings: Settings, reporter: Report
 
 def _items(params: dict[str, Any], job_dir: Path, settings: Settings, labels: list[str]) -> tuple[list, list, Any]:
     from kiln import paths
-    from kiln.archives import extract_zip
+    from kiln.archives import extract_archive
     from kiln.inference.sources import folder_items, list_items
 
     source = params["source"]
@@ -58,7 +58,7 @@ def _items(params: dict[str, Any], job_dir: Path, settings: Settings, labels: li
         return items, problems, None
     images = job_dir / "images"
     if not images.exists():
-        extract_zip(job_dir / ARCHIVE_FILE, images)
+        extract_archive(job_dir / ARCHIVE_FILE, images)
     items, problems = folder_items(_root_of(images), labels)
     return items, problems, None
 
