@@ -198,4 +198,5 @@ async def compare(request: Request, store: StoreDep, settings: SettingsDep) -> R
     data = await run_heavy(request, comparison, store, settings.jobs_dir, jobs)
     if wants_json(request):
         return JSONResponse(data)
-    return request.app.state.templates.TemplateResponse(request, "compare.html", {"data": data, "ids": ids})
+    chart = {"models": [{k: m[k] for k in ("id", "name", "curves")} for m in data["models"]]}  # for compare.js
+    return request.app.state.templates.TemplateResponse(request, "compare.html", {"data": data, "chart": chart})

@@ -82,19 +82,28 @@ kiln.submitted = (ts) => new Date(ts * 1000).toLocaleString();
 kiln.pct = (v) => (v === undefined || v === null) ? "" : `${Number(v).toFixed(2)}%`;
 kiln.num = (v) => (v === undefined || v === null) ? "" : Number(v).toFixed(4);
 
+// The ticked rows, by id, kept across the table's re-renders (every few seconds and on events).
+kiln.selected = new Set();
+kiln.ACTIVE = ["Initialized", "Waiting", "Running"];
+kiln.PAGES = {dataset: "datasets", model: "models", pretrained_model: "pretrained_models"};
+
 kiln.rowHtml = (r) => {
   const status = `<span class="badge ${r.status_css}">${kiln.esc(r.status)}</span>`;
-  const name = `<a href="/${r.type}s/${r.id}">${kiln.esc(r.name)}</a>`;
+  const name = `<a href="/${kiln.PAGES[r.type]}/${encodeURIComponent(r.id)}">${kiln.esc(r.name)}</a>`;
+  const tick = `<td><input type="checkbox" class="select" value="${kiln.esc(r.id)}" data-type="${kiln.esc(r.type)}" data-status="${kiln.esc(r.status)}" aria-label="Select ${kiln.esc(r.name)}"${kiln.selected.has(r.id) ? " checked" : ""}></td>`;
+  const tr = `<tr data-id="${kiln.esc(r.id)}" data-status="${kiln.esc(r.status)}">${tick}`;
   const common = [kiln.progressCell(r), kiln.duration(r.elapsed), kiln.submitted(r.submitted), kiln.esc(r.username)];
   if (r.type === "dataset")
-    return `<tr data-id="${r.id}" data-status="${r.status}"><td>${name}</td><td>${kiln.esc(r.group)}</td><td>${status}</td><td>${common.join("</td><td>")}</td><td>${r.refs}</td></tr>`;
+    return `${tr}<td>${name}</td><td>${kiln.esc(r.group)}</td><td>${status}</td><td>${common.join("</td><td>")}</td><td>${r.refs}</td></tr>`;
+  if (r.type === "pretrained_model")
+    return `${tr}<td>${name}</td><td>${kiln.esc(r.framework)}</td><td>${kiln.esc(r.username)}</td><td>${r.has_labels ? "yes" : "no"}</td><td>${status}</td><td>${kiln.duration(r.elapsed)}</td><td>${kiln.submitted(r.submitted)}</td></tr>`;
   const acc = r["accuracy (val) max"];
-  return `<tr data-id="${r.id}" data-status="${r.status}"><td>${name}</td><td>${kiln.esc(r.group)}</td><td>${kiln.esc(r.network)}</td><td>${status}</td><td>${kiln.progressCell(r)}</td><td>${kiln.spark(r.sparkline)} ${kiln.num(r["loss (train) last"])}</td><td>${kiln.pct(acc)}</td><td>${common.slice(1).join("</td><td>")}</td></tr>`;
+  return `${tr}<td>${name}</td><td>${kiln.esc(r.group)}</td><td>${kiln.esc(r.network)}</td><td>${status}</td><td>${kiln.progressCell(r)}</td><td>${kiln.spark(r.sparkline)} ${kiln.num(r["loss (train) last"])}</td><td>${kiln.pct(acc)}</td><td>${common.slice(1).join("</td><td>")}</td></tr>`;
 };
 
 kiln.renderTable = (tableId, rows, filter) => {
   const body = document.querySelector(`#${tableId} tbody`);
-  const shown = rows.filter((r) => !filter || (r.name + " " + r.group + " " + r.status).toLowerCase().includes(filter));
+  const shown = rows.filter((r) => !filter || (r.name + " " + (r.group || "") + " " + r.status).toLowerCase().includes(filter));
   const groups = {};
   for (const r of shown) (groups[r.group || ""] ||= []).push(r);
   const names = Object.keys(groups).sort((a, b) => (a === "") - (b === "") || a.localeCompare(b));
@@ -111,8 +120,59 @@ kiln.evaluationsOf = {};
 kiln.evaluationRow = (r) => {
   const status = `<span class="badge ${r.status_css}">${kiln.esc(r.status)}</span>`;
   const acc = r.top1_accuracy === null || r.top1_accuracy === undefined ? "" : kiln.pct(r.top1_accuracy);
-  return `<tr class="evaluation-row" data-id="${r.id}"><td colspan="3">↳ <a href="/evaluations/${r.id}">${kiln.esc(r.name)}</a></td>` +
+  return `<tr class="evaluation-row" data-id="${r.id}"><td></td><td colspan="3">↳ <a href="/evaluations/${r.id}">${kiln.esc(r.name)}</a></td>` +
     `<td>${status}</td><td>${kiln.progressCell(r)}</td><td></td><td>${acc}</td><td colspan="5"></td></tr>`;
+};
+
+// The row actions (DIGITS' multi-select): they act on the ticked rows of the open tab.
+kiln.ticked = () => [...document.querySelectorAll(".tabpane.active input.select:checked")];
+
+kiln.updateActions = () => {
+  const boxes = kiln.ticked();
+  const models = boxes.filter((b) => b.dataset.type === "model");
+  const n = boxes.length;
+  document.getElementById("n-selected").textContent = n ? `${n} selected` : "Tick rows to act on them.";
+  document.getElementById("compare-selected").disabled = models.length < 2 || models.length > 10;
+  document.getElementById("group-selected").disabled = !n;
+  document.getElementById("delete-selected").disabled = !n;
+  document.getElementById("abort-selected").disabled = !boxes.some((b) => kiln.ACTIVE.includes(b.dataset.status));
+  for (const all of document.querySelectorAll(".select-all")) {  // all, some or none of its table's rows
+    const rows = [...all.closest("table").querySelectorAll("input.select")];
+    const on = rows.filter((b) => b.checked).length;
+    all.checked = rows.length > 0 && on === rows.length;
+    all.indeterminate = on > 0 && on < rows.length;
+  }
+};
+
+kiln.rowAction = async (action, reload) => {
+  const boxes = kiln.ticked();
+  const ids = boxes.map((b) => b.value);
+  const form = ids.map((id) => ["job_ids[]", id]);
+  const what = `${ids.length} job${ids.length === 1 ? "" : "s"}`;
+  try {
+    if (action === "compare") {
+      location.href = `/models/compare?ids=${ids.map(encodeURIComponent).join(",")}`;
+      return;
+    } else if (action === "delete") {
+      if (!confirm(`Delete ${what} and their files?`)) return;
+      const pretrained = boxes.filter((b) => b.dataset.type === "pretrained_model").map((b) => b.value);
+      const jobs = ids.filter((id) => !pretrained.includes(id));
+      for (const id of pretrained) await kiln.request("DELETE", `/pretrained_models/${encodeURIComponent(id)}`);
+      if (jobs.length) await kiln.request("DELETE", "/jobs", jobs.map((id) => ["job_ids[]", id]));
+      ids.forEach((id) => kiln.selected.delete(id));
+    } else if (action === "group") {
+      const name = prompt(`Group name for ${what} (blank takes them out of their group):`);
+      if (name === null) return;
+      await kiln.request("POST", "/group", [...form, ["group_name", name]]);
+    } else if (action === "abort") {
+      const active = boxes.filter((b) => kiln.ACTIVE.includes(b.dataset.status)).map((b) => ["job_ids[]", b.value]);
+      if (!confirm(`Abort ${active.length} running job${active.length === 1 ? "" : "s"}?`)) return;
+      await kiln.request("POST", "/abort_jobs", active);
+    }
+  } catch (e) {  // kiln.request has said why; what was done is shown below
+  } finally {
+    await reload();
+  }
 };
 
 kiln.home = () => {
@@ -120,18 +180,26 @@ kiln.home = () => {
   const load = async () => {
     const data = await (await fetch("/completed_jobs.json")).json();
     const all = [...data.running, ...data.datasets, ...data.models];
+    const seen = new Set(all.map((r) => r.id));
+    const pretrained = [...all.filter((r) => r.type === "pretrained_model"), ...(data.pretrained_models || []).filter((r) => !seen.has(r.id))]
+      .sort((a, b) => b.submitted - a.submitted);
     kiln.evaluationsOf = {};
     for (const e of [...all, ...(data.evaluations || [])].filter((r) => r.type === "evaluation"))
       (kiln.evaluationsOf[e.model_id] ||= []).push(e);
     const datasets = all.filter((r) => r.type === "dataset").sort((a, b) => b.submitted - a.submitted);
     const models = all.filter((r) => r.type === "model").sort((a, b) => b.submitted - a.submitted);
+    const present = new Set([...datasets, ...models, ...pretrained].map((r) => r.id));
+    for (const id of [...kiln.selected]) if (!present.has(id)) kiln.selected.delete(id);  // deleted meanwhile
     const filter = filterBox.value.trim().toLowerCase();
     kiln.renderTable("datasets-table", datasets, filter);
     kiln.renderTable("models-table", models, filter);
+    kiln.renderTable("pretrained-table", pretrained, filter);
     document.getElementById("n-datasets").textContent = datasets.length;
     document.getElementById("n-models").textContent = models.length;
+    document.getElementById("n-pretrained").textContent = pretrained.length;
     const next = document.getElementById("next-step");  // the first-run pointer goes once a model exists
     if (next && models.length) next.hidden = true;
+    kiln.updateActions();
   };
   const refresh = kiln.throttle(load, 700);
   filterBox.addEventListener("input", load);
@@ -139,7 +207,21 @@ kiln.home = () => {
     document.querySelectorAll(".tab, .tabpane").forEach((e) => e.classList.remove("active"));
     b.classList.add("active");
     document.getElementById(`tab-${b.dataset.tab}`).classList.add("active");
+    kiln.updateActions();
   }));
+  document.addEventListener("change", (e) => {
+    const box = e.target;
+    if (box.matches("input.select-all"))
+      for (const b of box.closest("table").querySelectorAll("input.select")) {
+        b.checked = box.checked;
+        b.checked ? kiln.selected.add(b.value) : kiln.selected.delete(b.value);
+      }
+    else if (box.matches("input.select")) box.checked ? kiln.selected.add(box.value) : kiln.selected.delete(box.value);
+    else return;
+    kiln.updateActions();
+  });
+  for (const action of ["compare", "group", "abort", "delete"])
+    document.getElementById(`${action}-selected`).addEventListener("click", () => kiln.rowAction(action, load));
   load();
   kiln.listen(null, refresh);
   setInterval(load, 5000);  // elapsed times keep moving even without events
