@@ -21,6 +21,7 @@ from typing import Any
 
 STATUSES = ("Initialized", "Waiting", "Running", "Done", "Aborted", "Error", "Interrupted")
 ACTIVE = ("Initialized", "Waiting", "Running")
+PRETRAINED = "pretrained_model"  # a job type made whole by its request; no worker runs it
 STATUS_CSS = {
     "Initialized": "warning",
     "Waiting": "warning",
@@ -80,7 +81,7 @@ class Job:
     """One row of `jobs`, typed: what every part of kiln reads about a job."""
 
     id: str
-    type: str  # dataset | model
+    type: str  # dataset | model | evaluation | pretrained_model
     name: str
     status: str
     created: float

@@ -2,7 +2,8 @@
 
 ``method`` is standard (``standard_networks``), custom (``custom_network``, the text, and
 ``network_language``), previous (``previous_networks`` = a model's id, its network, and
-``<id>-snapshot`` = the epoch whose weights it starts from) or pretrained (not yet offered).
+``<id>-snapshot`` = the epoch whose weights it starts from) or pretrained (``pretrained_networks`` =
+a pretrained model's id: its network and weights).
 Shared by the model form, the JSON API, ``kiln train --from`` and the Customize button.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 from kiln.config import Settings
 from kiln.datasets import packed_format
 from kiln.networks.definition import CUSTOM, LANGUAGES, MAX_TEXT_CHARS, NetworkDef
-from kiln.store import Job, Store
+from kiln.store import PRETRAINED, Job, Store
 
 METHODS = {
     "standard": "Standard networks",
@@ -71,7 +72,7 @@ def network_choice(
             snapshot = str(form.get(f"{job_id}-snapshot") or "") if weights else "0"
             return previous_network(store, settings, job_id, snapshot)
         if method == "pretrained":
-            raise ChoiceError("method", "Pretrained networks are not available yet; use standard, previous or custom.")
+            return pretrained_network(store, settings, str(form.get("pretrained_networks") or "").strip())
         raise ChoiceError("method", f"Pick one of: {', '.join(METHODS)}.")
     except ChoiceError as exc:
         errors.setdefault(exc.field, []).append(exc.message)
@@ -97,9 +98,10 @@ def _custom(text: str, language: str) -> NetworkChoice:
     return NetworkChoice(NetworkDef(CUSTOM, text.replace("\r\n", "\n"), language), "custom_network")
 
 
-def model_job(store: Store, job_id: str, field: str = "previous_networks") -> Job:
+def model_job(store: Store, job_id: str, field: str = "previous_networks", pretrained: bool = False) -> Job:
+    """A model (or, with ``pretrained``, a pretrained model too) by id, or the field's error."""
     job = store.get_job(job_id) if job_id else None
-    if job is None or job.type != "model":
+    if job is None or job.type not in (("model", PRETRAINED) if pretrained else ("model",)):
         raise ChoiceError(field, f"No model {job_id!r}." if job_id else "Pick a previous model.")
     return job
 
@@ -116,7 +118,8 @@ def previous_network(
     from kiln.training import checkpoint
 
     field = field or f"{job_id}-snapshot"
-    job = model_job(store, job_id, field if field == "custom_network_snapshot" else "previous_networks")
+    starts_custom = field == "custom_network_snapshot"
+    job = model_job(store, job_id, field if starts_custom else "previous_networks", pretrained=starts_custom)
     network = job_network(job)
     snapshot = snapshot.strip().lower()
     if snapshot == "0":
@@ -140,6 +143,24 @@ def previous_network(
         raise ChoiceError(field, f"Model {job_id} has no {key} snapshot.")
     label = f"{job.name} ({job.id}) epoch {checkpoint.format_epoch(key) if isinstance(key, float) else key}"
     return NetworkChoice(network, "previous_networks", str(weights), label)
+
+
+def pretrained_network(store: Store, settings: Settings, job_id: str) -> NetworkChoice:
+    """A pretrained model's network, starting from its weights."""
+    from kiln.training import checkpoint
+
+    job = store.get_job(job_id) if job_id else None
+    if job is None or job.type != PRETRAINED:
+        raise ChoiceError(
+            "pretrained_networks", f"No pretrained model {job_id!r}." if job_id else "Pick a pretrained model."
+        )
+    try:
+        meta = checkpoint.read_meta(settings.jobs_dir / job.id)
+    except (FileNotFoundError, ValueError):
+        raise ChoiceError("pretrained_networks", f"Pretrained model {job.name!r} has lost its files.") from None
+    return NetworkChoice(
+        NetworkDef.of_meta(meta), "pretrained_networks", meta["weights_path"], f"pretrained {job.name} ({job.id})"
+    )
 
 
 def dataset_shape(dataset: Job | None, settings: Settings) -> tuple[int, tuple[int, int, int]]:

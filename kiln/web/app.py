@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
         routes_jobs,
         routes_models,
         routes_networks,
+        routes_pretrained,
     )
 
     modules = (
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
         routes_networks,
         routes_evaluations,
         routes_export,
+        routes_pretrained,
     )
     for module in modules:
         app.include_router(module.router)

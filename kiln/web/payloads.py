@@ -8,12 +8,13 @@ from typing import Any
 
 import kiln
 from kiln.datasets import packed_format
-from kiln.store import STATUS_CSS, Job, Store, elapsed, eta
+from kiln.store import PRETRAINED, STATUS_CSS, Job, Store, elapsed, eta
 
 TYPE_NAMES = {
     "dataset": "Image Classification Dataset",
     "model": "Image Classification Model",
     "evaluation": "Image Classification Evaluation",
+    "pretrained_model": "Pretrained Model",
 }
 
 
@@ -130,6 +131,10 @@ def row(job: Job, store: Store) -> dict[str, Any]:
     if job.type == "dataset":
         r["backend"] = "kiln"
         r["refs"] = len(store.models_using(job.id))
+    elif job.type == PRETRAINED:
+        info = job.params.get("info") or {}
+        r.update(framework=info.get("framework", "pytorch"), has_labels=bool(info.get("has_labels")))
+        r["network"] = info.get("network")
     elif job.type == "evaluation":
         r["model_id"] = job.params.get("model_id")
         r["top1_accuracy"] = (job.summary or {}).get("top1_accuracy")

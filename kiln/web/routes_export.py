@@ -2,6 +2,7 @@
 
     GET|POST /models/<id>/download[.tar|.tar.gz|.tgz|.tar.bz2|.zip]   ?epoch=N or form snapshot_epoch
     GET|POST /models/<id>/export.onnx   /models/<id>/export.pt        the same epoch fields
+    GET|POST /pretrained_models/<id>/download[.<ext>]                  a pretrained model, the same way
 
 An export traces the network and checks it, seconds of work: it runs on the heavy threads
 (kiln.web.offload), into a private temporary folder removed once the file has been sent.
@@ -19,6 +20,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
+from kiln.store import PRETRAINED
 from kiln.web.deps import SettingsDep, StoreDep, job_or_404
 from kiln.web.offload import run_heavy
 
@@ -26,7 +28,7 @@ router = APIRouter(tags=["models"])
 DEFAULT_FORMAT = "tar.gz"  # DIGITS' /download without an extension
 
 
-def _epoch(request: Request, form: Any) -> float | str | None:
+def epoch_field(request: Request, form: Any) -> float | str | None:
     """?epoch= or the form's snapshot_epoch: blank, -1 or 0 the latest; a number; "best"."""
     field, value = "epoch", request.query_params.get("epoch")
     if value is None and form is not None and form.get("snapshot_epoch") is not None:
@@ -47,8 +49,8 @@ def _epoch(request: Request, form: Any) -> float | str | None:
     return None if epoch in (-1.0, 0.0) else epoch
 
 
-def _model_dir(store: Any, settings: Any, job_id: str) -> Path:
-    job_or_404(store, job_id, "model")
+def _model_dir(store: Any, settings: Any, job_id: str, type_: str = "model") -> Path:
+    job_or_404(store, job_id, type_)
     from kiln.training.checkpoint import list_snapshots
 
     job_dir = Path(settings.jobs_dir) / job_id
@@ -82,7 +84,9 @@ def _send(built: tuple[Path, str, Path], media_type: str) -> FileResponse:
     return FileResponse(path, media_type=media_type, filename=name, background=BackgroundTask(shutil.rmtree, tmp, True))
 
 
-async def _download(request: Request, store: Any, settings: Any, job_id: str, ext: str) -> FileResponse:
+async def _download(
+    request: Request, store: Any, settings: Any, job_id: str, ext: str, type_: str = "model"
+) -> FileResponse:
     from kiln.export import ARCHIVE_FORMATS, job_keys, write_archive
 
     if ext not in ARCHIVE_FORMATS:
@@ -90,9 +94,9 @@ async def _download(request: Request, store: Any, settings: Any, job_id: str, ex
             400, f"format: {ext[:20]!r} is not an archive format; use one of {', '.join(ARCHIVE_FORMATS)}."
         )
     form = await request.form() if request.method == "POST" else None
-    epoch = _epoch(request, form)
-    job_dir = _model_dir(store, settings, job_id)
-    info = job_keys(job_or_404(store, job_id, "model"))
+    epoch = epoch_field(request, form)
+    job_dir = _model_dir(store, settings, job_id, type_)
+    info = job_keys(job_or_404(store, job_id, type_))
     built = await run_heavy(request, _build, write_archive, job_dir, ext, job_id, epoch=epoch, fmt=ext, job_info=info)
     return _send(built, "application/zip" if ext == "zip" else "application/x-tar")
 
@@ -120,7 +124,23 @@ async def export_file(request: Request, job_id: str, ext: str, store: StoreDep, 
     formats = {"onnx": "onnx", "pt": "torchscript"}
     if ext not in formats:
         raise HTTPException(400, f"format: {ext[:20]!r} is not an export format; use export.onnx or export.pt.")
-    epoch = _epoch(request, await request.form() if request.method == "POST" else None)
+    epoch = epoch_field(request, await request.form() if request.method == "POST" else None)
     job_dir = _model_dir(store, settings, job_id)
     built = await run_heavy(request, _build, write_model_file, job_dir, ext, job_id, epoch=epoch, fmt=formats[ext])
     return _send(built, "application/octet-stream")
+
+
+@router.get("/pretrained_models/{job_id}/download", tags=["pretrained models"])
+@router.post("/pretrained_models/{job_id}/download", tags=["pretrained models"])
+async def download_pretrained(request: Request, job_id: str, store: StoreDep, settings: SettingsDep) -> FileResponse:
+    """A pretrained model as a tar.gz archive, the same members as a model's."""
+    return await _download(request, store, settings, job_id, DEFAULT_FORMAT, PRETRAINED)
+
+
+@router.get("/pretrained_models/{job_id}/download.{ext}", tags=["pretrained models"])
+@router.post("/pretrained_models/{job_id}/download.{ext}", tags=["pretrained models"])
+async def download_pretrained_as(
+    request: Request, job_id: str, ext: str, store: StoreDep, settings: SettingsDep
+) -> FileResponse:
+    """A pretrained model as a tar, tar.gz, tgz, tar.bz2 or zip archive."""
+    return await _download(request, store, settings, job_id, ext, PRETRAINED)

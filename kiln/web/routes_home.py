@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 import kiln
-from kiln.store import ACTIVE, Job
+from kiln.store import ACTIVE, PRETRAINED, Job
 from kiln.web.deps import SettingsDep, StoreDep, wants_json
 from kiln.web.payloads import dataset_dict, model_dict, row
 
@@ -40,7 +40,7 @@ def completed_jobs(store: StoreDep) -> dict[str, Any]:
         "running": [r for r in rows if r["status"] in ACTIVE],
         "datasets": [r for r in rows if r["type"] == "dataset" and r["status"] not in ACTIVE],
         "models": [r for r in rows if r["type"] == "model" and r["status"] not in ACTIVE],
-        "pretrained_models": [],
+        "pretrained_models": [r for r in rows if r["type"] == PRETRAINED],
         "evaluations": [r for r in rows if r["type"] == "evaluation" and r["status"] not in ACTIVE],  # kiln
         "model_output_fields": fields,
     }

@@ -20,7 +20,12 @@ from kiln.web.payloads import TYPE_NAMES, row
 from kiln.web.security import FILES_CSP
 
 router = APIRouter(tags=["jobs"])
-PAGES = {"dataset": "/datasets/{}", "model": "/models/{}", "evaluation": "/evaluations/{}"}
+PAGES = {
+    "dataset": "/datasets/{}",
+    "model": "/models/{}",
+    "evaluation": "/evaluations/{}",
+    "pretrained_model": "/pretrained_models/{}",
+}
 NEW_PAGES = {"dataset": "/datasets/images/classification/new", "model": "/models/images/classification/new"}
 JobIds = Annotated[list[str] | None, Form(alias="job_ids[]")]
 MAX_JOB_IDS = 500  # job_ids[] in one bulk request (delete, abort, group)
@@ -96,7 +101,7 @@ async def edit_job(job_id: str, request: Request, store: StoreDep, user: UserDep
     return PlainTextResponse(f"{kind} updated.")
 
 
-for prefix in ("jobs", "datasets", "models", "evaluations"):
+for prefix in ("jobs", "datasets", "models", "evaluations", "pretrained_models"):
 
     @router.get(f"/{prefix}/{{job_id}}/status", name=f"{prefix}_status")
     def status(job_id: str, store: StoreDep) -> Response:

@@ -18,7 +18,7 @@ from kiln.fields import FieldError
 from kiln.forms import FormErrors
 from kiln.jobs import actions
 from kiln.jobs.model_form import RECIPES, create_model_jobs
-from kiln.store import Job, Store
+from kiln.store import PRETRAINED, Job, Store
 from kiln.training.config import TrainConfig
 from kiln.web import form_docs
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404, wants_json
@@ -49,6 +49,7 @@ def new_model(
     clone: str | None = None,
     dataset: str | None = None,
     customize: str | None = None,
+    pretrained_networks: str | None = None,
 ) -> Response:
     values: dict[str, Any] = {
         **TrainConfig().to_dict(),
@@ -68,6 +69,8 @@ def new_model(
         values["model_name"] = f"Clone of {values.get('model_name', '')}"
     if customize:
         values.update(_customized(store, customize))
+    if pretrained_networks:  # a pretrained model page's "New model from it"
+        values.update(method="pretrained", pretrained_networks=pretrained_networks)
     return _form_page(request, store, values, {}, 200)
 
 
@@ -118,6 +121,7 @@ def _form_page(
             "devices": list(DEVICES.items()),
             "methods": METHODS,
             "previous": previous,
+            "pretrained": store.list_jobs(PRETRAINED)[:200],
             "allow_python": request.app.state.settings.allow_python_networks,
         },
         status_code=status,

@@ -54,11 +54,14 @@ def _customize(request: Request, store: Any, settings: Any, network: str, snapsh
             return _refusal(request, "network", f"{network} is written in Python inside kiln; it has no text to edit.")
         return JSONResponse({"network": source, "network_language": "prototxt", "name": network})
     try:
-        job = model_job(store, network.strip(), "network")
+        job = model_job(store, network.strip(), "network", pretrained=True)
     except ChoiceError as exc:
         known = ", ".join(sorted(names))
         return _refusal(
-            request, exc.field, f"{exc.message} Give a standard network ({known}) or a model's id.", status=404
+            request,
+            exc.field,
+            f"{exc.message} Give a standard network ({known}), a model's or a pretrained model's id.",
+            status=404,
         )
     definition = job_network(job)
     if definition.source is None:
