@@ -175,7 +175,13 @@ def _token_gone(w: World, v: dict[str, str]) -> bool:
     return all(str(t["id"]) != v["token_id"] for t in Accounts(w.settings.db_path).list_tokens())
 
 
-PREFIXES = (("jobs", "dataset"), ("datasets", "dataset"), ("models", "model"), ("evaluations", "evaluation"))
+PREFIXES = (
+    ("jobs", "dataset"),
+    ("datasets", "dataset"),
+    ("models", "model"),
+    ("evaluations", "evaluation"),
+    ("pretrained_models", "pretrained_model"),
+)
 CALLS: dict[tuple[str, str], Call] = {
     ("PUT", "/jobs/{job_id}"): Call(
         "owner",
@@ -214,6 +220,16 @@ CALLS: dict[tuple[str, str], Call] = {
     ("POST", "/models/{job_id}/export.{ext}"): Call(
         "user", lambda w, o: ({"job_id": w.job("model", o), "ext": "onnx"}, {})
     ),
+    ("POST", "/pretrained_models/{job_id}/download"): Call(
+        "user", lambda w, o: ({"job_id": w.job("pretrained_model", o)}, {})
+    ),
+    ("POST", "/pretrained_models/{job_id}/download.{ext}"): Call(
+        "user", lambda w, o: ({"job_id": w.job("pretrained_model", o), "ext": "zip"}, {})
+    ),
+    # pretrained models: no archive / no file / no snapshot: a 400 or 404 for whoever may ask
+    ("POST", "/pretrained_models/upload_archive"): Call("user", lambda w, o: ({}, {})),
+    ("POST", "/pretrained_models/new"): Call("user", lambda w, o: ({}, {"job_name": "x"})),
+    ("POST", "/models/{job_id}/to_pretrained"): Call("user", lambda w, o: ({"job_id": w.job("model", o)}, {})),
     ("POST", "/models/images/classification/evaluate"): Call("user", _evaluate_form),
     ("POST", "/models/images/classification/evaluate.json"): Call("user", _evaluate_form),
     ("POST", "/models/images/classification/classify_one"): Call("user", _classify_form),

@@ -130,7 +130,9 @@ def test_upload_weights_network_and_labels(app: tuple[Kiln, dict[str, Any]]) -> 
     res = kiln.client.post("/pretrained_models/new", files=upload, data=fields)
     assert res.status_code == 302 and res.headers["location"] == "/?tab=3", res.text
     # no labels: classes counted from the weights
-    res = kiln.client.post("/pretrained_models/new", files={**upload, "labels_file": ("", b"")}, data=fields, headers=JSON)
+    res = kiln.client.post(
+        "/pretrained_models/new", files={**upload, "labels_file": ("", b"")}, data=fields, headers=JSON
+    )
     info = kiln.client.get(f"/pretrained_models/{res.json()['id']}.json").json()
     assert info["num_classes"] == 3 and info["has_labels"] is False
 
@@ -199,7 +201,9 @@ def test_hostile_or_broken_archives_are_a_clear_400(app: tuple[Kiln, dict[str, A
     assert res.status_code == 400, res.text
     assert words in res.json()["status"] and res.json()["errors"]["archive"]
     assert not (kiln.settings.jobs_dir.parent / "escape.txt").exists()
-    assert not any(p.name.startswith(("kiln-upload-", "kiln-pretrained-", ".")) for p in kiln.settings.jobs_dir.iterdir())
+    assert not any(
+        p.name.startswith(("kiln-upload-", "kiln-pretrained-", ".")) for p in kiln.settings.jobs_dir.iterdir()
+    )
 
 
 def test_archive_whose_weights_do_not_fit(app: tuple[Kiln, dict[str, Any]]) -> None:
