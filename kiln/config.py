@@ -64,6 +64,13 @@ class Settings:
             "help": "Largest file kiln reads from a user-given path (an image, a list), in MB (KILN_MAX_IMAGE_MB)"
         },
     )
+    model_store_url: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated model stores, folders or http(s) addresses in DIGITS' layout "
+            "(KILN_MODEL_STORE_URL); empty: no store"
+        },
+    )
     allow_python_networks: bool = field(
         default=False,
         metadata={

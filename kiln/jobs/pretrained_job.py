@@ -58,3 +58,15 @@ def from_model(store: Store, settings: Settings, model: Job, epoch: float | str 
 
 def info(job: Job) -> dict[str, Any]:
     return dict(job.params.get("info") or {})
+
+
+def from_store(store: Store, settings: Settings, model_id: str, username: str | None) -> str:
+    """Import one model of the model store (kiln.model_store) as a pretrained model."""
+    from kiln import model_store
+
+    entry = model_store.find(settings.model_store_url, model_id)
+    with tempfile.TemporaryDirectory(prefix="kiln-store-", dir=settings.jobs_dir) as tmp:
+        folder = model_store.fetch(entry, Path(tmp) / "model")
+        source = pretrained.import_archive_folder(folder, origin=f"model store {entry.base} {entry.dir_name}")
+        name = entry.info.get("name") if isinstance(entry.info.get("name"), str) else entry.dir_name
+        return create(store, settings, source, str(name), username)

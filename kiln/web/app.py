@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
         routes_models,
         routes_networks,
         routes_pretrained,
+        routes_store,
     )
 
     modules = (
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
         routes_evaluations,
         routes_export,
         routes_pretrained,
+        routes_store,
     )
     for module in modules:
         app.include_router(module.router)

@@ -4,6 +4,7 @@
     POST /pretrained_models/new                DIGITS' upload form         302 /?tab=3 or {"id"}
     GET|POST /models/<id>/to_pretrained        ?epoch= / snapshot_epoch    302 /?tab=3 or {"id"}
     GET /pretrained_models/<id>[.json]         the page / its info
+    GET /pretrained_models/new                 the upload forms
 
 Downloads sit beside the models' (routes_export); delete, rename and status are the generic job
 routes. An upload is streamed to a temporary file, then unpacked and checked on the heavy threads.
@@ -111,6 +112,14 @@ def _upload_form(form: Any) -> dict[str, Any]:
         "height": _whole(form, "height", 256, 1, 4096),
         "resize_mode": str(form.get("resize_mode") or "squash").strip(),
     }
+
+
+@router.get("/pretrained_models/new")
+def upload_page(request: Request, user: UserDep) -> Response:
+    """The upload forms (DIGITS' Load Model > Upload Pretrained Model)."""
+    return request.app.state.templates.TemplateResponse(
+        request, "pretrained_new.html", {"resize_modes": pretrained.RESIZE_MODES}
+    )
 
 
 @router.post("/pretrained_models/new")

@@ -230,6 +230,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("POST", "/pretrained_models/upload_archive"): Call("user", lambda w, o: ({}, {})),
     ("POST", "/pretrained_models/new"): Call("user", lambda w, o: ({}, {"job_name": "x"})),
     ("POST", "/models/{job_id}/to_pretrained"): Call("user", lambda w, o: ({"job_id": w.job("model", o)}, {})),
+    ("POST", "/store/push"): Call("user", lambda w, o: ({}, {"id": "nothing-here"})),
     ("POST", "/models/images/classification/evaluate"): Call("user", _evaluate_form),
     ("POST", "/models/images/classification/evaluate.json"): Call("user", _evaluate_form),
     ("POST", "/models/images/classification/classify_one"): Call("user", _classify_form),
