@@ -118,8 +118,8 @@ def previous_network(
     from kiln.training import checkpoint
 
     field = field or f"{job_id}-snapshot"
-    starts_custom = field == "custom_network_snapshot"
-    job = model_job(store, job_id, field if starts_custom else "previous_networks", pretrained=starts_custom)
+    # a pretrained model's id works here too (kiln train --from, the Custom tab's start)
+    job = model_job(store, job_id, field if field == "custom_network_snapshot" else "previous_networks", True)
     network = job_network(job)
     snapshot = snapshot.strip().lower()
     if snapshot == "0":

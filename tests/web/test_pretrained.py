@@ -220,3 +220,22 @@ def test_archive_whose_weights_do_not_fit(app: tuple[Kiln, dict[str, Any]]) -> N
             tf.addfile(member, io.BytesIO(data))
     res = upload_archive(kiln, out.getvalue())
     assert res.status_code == 400 and "ip1.weight is 500x800 in the weights, 64x800" in res.json()["status"]
+
+
+def test_a_pretrained_id_starts_a_previous_or_custom_network_too(app: tuple[Kiln, dict[str, Any]]) -> None:
+    """`kiln train --from <pretrained id>` sends method=previous; the Custom tab's start field takes one too."""
+    kiln, t = app
+    pre_id = kiln.client.post(f"/models/{t['model']}/to_pretrained", headers=JSON).json()["id"]
+    form = {"dataset": t["second"], "model_name": "from pre", "train_epochs": "1"}
+    res = kiln.client.post(
+        "/models/images/classification.json", data=dict(form, method="previous", previous_networks=pre_id)
+    )
+    assert res.status_code == 200, res.text
+    config = kiln.store.get_job(res.json()["id"]).params["config"]
+    assert pre_id in config["pretrained_from"] and config["pretrained_weights"].endswith(".safetensors")
+    text = kiln.client.post("/models/customize.json", params={"network": pre_id}).json()["network"]
+    res = kiln.client.post(
+        "/models/images/classification.json",
+        data=dict(form, method="custom", custom_network=text, custom_network_snapshot=pre_id),
+    )
+    assert res.status_code == 200, res.text
