@@ -27,13 +27,14 @@ SHORT_FLAGS = {
 
 def _add_field_options(train: argparse.ArgumentParser) -> None:
     """One option per declared TrainConfig field; help, choices and range from the declaration."""
+    from kiln.jobs.gpus import FIELDS as GPU_FIELDS
     from kiln.networks.registry import list_networks
     from kiln.training.options import FIELDS, SWEEP_FIELDS
 
     for flag, field, kwargs in TRAIN_OPTIONS:
         train.add_argument(flag, dest=field, **kwargs)
     train._option_string_actions["--network"].help = "one of: " + ", ".join(n.name for n in list_networks())
-    for name, f in FIELDS.items():
+    for name, f in {**FIELDS, **GPU_FIELDS}.items():
         flags = [SHORT_FLAGS[name]] if name in SHORT_FLAGS else []
         flags.append("--" + name.replace("_", "-"))
         help_text = f.describe() + ("; a comma list sweeps" if name in SWEEP_FIELDS else "")
@@ -121,9 +122,10 @@ def form_from_args(args: argparse.Namespace, dataset_id: str) -> dict[str, Any]:
     form: dict[str, Any] = {"dataset": dataset_id, "method": "standard"}
     if args.recipe:
         form.update(RECIPES.get(args.standard_networks, {}))
+    from kiln.jobs.gpus import FIELDS as GPU_FIELDS
     from kiln.training.options import FIELDS
 
-    for field in [f for _, f, _ in TRAIN_OPTIONS] + list(FIELDS):
+    for field in [f for _, f, _ in TRAIN_OPTIONS] + list(FIELDS) + list(GPU_FIELDS):
         value = getattr(args, field, None)
         if value is not None:
             form[field] = str(value)

@@ -78,6 +78,13 @@ class Settings:
             "with the server's rights, so allow them only where every user may run code on this machine"
         },
     )
+    fake_gpus: int = field(
+        default=0,
+        metadata={
+            "help": "Pretend this machine has N GPUs (KILN_FAKE_GPUS=4): the scheduler hands them out as it "
+            "would real ones while the jobs train on the CPU; for tests and demos. 0 = the GPUs NVML finds"
+        },
+    )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -96,6 +103,7 @@ class Settings:
         s.heavy_queue = max(0, int(s.heavy_queue))
         s.max_classify_images = max(1, int(s.max_classify_images))
         s.max_image_mb = int(s.max_image_mb)
+        s.fake_gpus = max(0, int(s.fake_gpus))
         s.allow_python_networks = str(s.allow_python_networks).strip().lower() in ("1", "true", "yes", "on")
         return s
 
@@ -125,6 +133,7 @@ class Settings:
             "KILN_DATA_ROOTS": self.data_roots or "",
             "KILN_MAX_IMAGE_MB": str(self.max_image_mb),
             "KILN_ALLOW_PYTHON_NETWORKS": "1" if self.allow_python_networks else "0",
+            "KILN_FAKE_GPUS": str(self.fake_gpus),
         }
 
     @property

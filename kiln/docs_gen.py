@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kiln.atomic import atomic_write_text
 from kiln.fields import markdown_table
+from kiln.jobs.gpus import FIELDS as GPU_FIELDS
 from kiln.training.options import FIELDS
 
 API_MD = Path(__file__).resolve().parents[1] / "docs" / "api.md"
@@ -19,7 +20,7 @@ START, END = "<!-- model-fields:start (python -m kiln.docs_gen) -->", "<!-- mode
 
 def render(text: str) -> str:
     """``text`` with the generated section replaced (or appended when missing)."""
-    section = f"{START}\n{markdown_table(FIELDS)}{END}"
+    section = f"{START}\n{markdown_table({**FIELDS, **GPU_FIELDS})}{END}"
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
     if pattern.search(text):
         return pattern.sub(lambda _: section, text)

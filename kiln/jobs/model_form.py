@@ -10,6 +10,7 @@ from typing import Any
 
 from kiln.config import Settings
 from kiln.forms import FormErrors, coerce
+from kiln.jobs import gpus
 from kiln.jobs.network_choice import NetworkChoice, dataset_shape, network_choice
 from kiln.preprocess import effective_crop
 from kiln.store import Store
@@ -64,6 +65,9 @@ def configs_from_form(
     errors: dict[str, list[str]] = {}
     common = _common(form, store, errors)
     base = _parse_fields(form, errors)
+    # the GPUs (or CPU processes) it asks for: kiln.jobs.gpus, checked against this machine's
+    inventory = gpus.Inventory.detect(settings)
+    common["resources"] = gpus.request_from_form(form, str(base.get("device") or "auto"), inventory, errors)
     chosen = network_choice(form, store, settings, errors)
     if chosen is not None:
         try:
@@ -159,6 +163,7 @@ def create_model_jobs(form: dict[str, Any], store: Store, settings: Settings, us
             "config": config.to_dict(),
             "form": {k: v for k, v in form.items() if isinstance(v, str)},
             "dataset_spec": common["dataset_spec"],
+            "resources": common["resources"].to_dict(),
         }
         ids.append(
             store.create_job(

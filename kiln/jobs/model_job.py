@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.config import Settings
 from kiln.datasets import packed_format
@@ -11,6 +11,9 @@ from kiln.jobs.errors import UserFacingError
 from kiln.reporting import Reporter
 from kiln.store import Job
 from kiln.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from kiln.jobs.group import Launch
 
 
 def resume_point(job_dir: Path) -> float | None:
@@ -22,9 +25,11 @@ def resume_point(job_dir: Path) -> float | None:
     return resume_epoch(job_dir)
 
 
-def run_model(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -> dict[str, Any]:
-    from kiln.datasets.reader import PackedDataset
-    from kiln.training.loop import TrainingDiverged, train
+def run_model(
+    job: Job, job_dir: Path, settings: Settings, reporter: Reporter, launch: Launch | None = None
+) -> dict[str, Any]:
+    from kiln.jobs.group import train_job
+    from kiln.training.loop import TrainingDiverged
 
     dataset_dir = settings.jobs_dir / (job.dataset_id or "")
     if not packed_format.is_complete(dataset_dir):
@@ -43,7 +48,8 @@ def run_model(job: Job, job_dir: Path, settings: Settings, reporter: Reporter) -
     if start is not None:
         reporter.log(f"Resuming from epoch {start:g}")
     try:
-        summary = train(config, PackedDataset(dataset_dir), job_dir, reporter, resume=resume)
+        # in this process, or as a torchrun group on its GPUs / cpu_processes (kiln.jobs.group)
+        summary = train_job(job, job_dir, settings, reporter, dataset_dir, resume, launch)
     except TrainingDiverged as exc:  # its message names the epoch and the fix
         raise UserFacingError(str(exc)) from exc
     test = _test_split(job, job_dir, settings, reporter)

@@ -5,7 +5,11 @@ starts `python -m kiln.jobs.worker`, and cleans up after workers that died.
 
 Each worker starts in a session (and process group) of its own: SIGTERM goes to the worker alone
 (it stops cleanly and stops its helpers), SIGKILL to the whole group, so no child of a killed
-worker (decoding pool, data loader) is left behind.
+worker (decoding pool, data loader) is left behind. A job's torchrun group dies with its worker
+(kiln.jobs.group: each rank is killed when its parent dies).
+
+GPUs (kiln.jobs.gpus): a job starts only when the GPUs it asks for are free; which ones it got is
+written into the job before its worker starts, and what Running jobs hold is what is taken.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from kiln.config import Settings
+from kiln.jobs import gpus
 from kiln.store import ACTIVE, Job, Store
 
 KILL_AFTER_S = 3.0
@@ -70,6 +75,7 @@ class Scheduler:
         self.settings = settings
         self.poll_s = poll_s
         self.store = Store(settings.db_path)
+        self.inventory = gpus.Inventory.detect(settings)  # NVML: no CUDA context in this process
         self.procs: dict[str, subprocess.Popen] = {}
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -116,13 +122,46 @@ class Scheduler:
             self._reap()
             running = [j for j in self.store.jobs_with_status(["Running"])]
             slots = self.settings.max_running_jobs - len(running)
+            held = gpus.holders(self.store, also=self._starting())
             for job in self.store.jobs_with_status(["Initialized", "Waiting"]):
                 if slots <= 0:
                     break
                 if job.type == "model" and not self._dataset_ready(job):
                     continue
-                self._spawn(job)
+                chosen = self._take_gpus(job, held)
+                if chosen is None:
+                    continue  # its GPUs are busy: a later job that fits may still start
+                if job.type in gpus.GPU_JOBS:
+                    job = gpus.record(self.store, job, chosen, self.inventory)
+                share = gpus.job_request(job).share
+                for g in chosen:
+                    held.setdefault(g, []).append(share)
+                self._spawn(job, chosen)
                 slots -= 1
+
+    def _starting(self) -> list[Job]:
+        """Jobs whose worker this scheduler started and that are not Running yet (or any more)."""
+        jobs = [self.store.get_job(job_id) for job_id, proc in self.procs.items() if not _exited(proc)]
+        return [j for j in jobs if j is not None]
+
+    def _take_gpus(self, job: Job, held: gpus.Holders) -> list[int] | None:
+        """The GPUs the job gets now ([] on the CPU); None while it waits for them."""
+        request = gpus.job_request(job)
+        problem = request.problem(self.inventory)
+        if problem is not None:
+            self.store.set_status(
+                job.id, "Error", error=f"{problem.field}: {problem.message} Clone it with fewer GPUs."
+            )
+            return None
+        chosen = gpus.choose(request, self.inventory, held)
+        if chosen is None and job.status == "Initialized":
+            wanted = list(request.gpus) or f"{request.wanted(self.inventory)} free"
+            self.store.set_status(job.id, "Waiting", note=f"waiting for GPU {wanted}", expect=("Initialized",))
+        return chosen
+
+    def gpus_available(self) -> dict[str, int]:
+        """DIGITS' 'x/y GPUs available'."""
+        return gpus.availability(self.store, self.inventory)
 
     def _dataset_ready(self, job: Job) -> bool:
         """A model waits for its dataset; if the dataset failed, so does the model."""
@@ -141,16 +180,17 @@ class Scheduler:
 
     def _worker_env(self) -> dict[str, str]:
         """The data roots and read caps go along; OpenMP spins again for training (kiln.cli_serve.quiet_openmp)."""
-        env = {**os.environ, **self.settings.worker_env()}
+        env = {**os.environ, **self.settings.worker_env(), **gpus.worker_env()}
         if env.pop("KILN_OMP_SET_BY_SERVE", None):
             env.pop("OMP_WAIT_POLICY", None)
         return env
 
-    def _spawn(self, job: Job) -> None:
+    def _spawn(self, job: Job, chosen: list[int]) -> None:
         job_dir = self.settings.jobs_dir / job.id
         job_dir.mkdir(parents=True, exist_ok=True)
         log = open(job_dir / "worker.log", "ab")  # noqa: SIM115 (the worker keeps writing to it)
         cmd = [sys.executable, "-m", "kiln.jobs.worker", job.id, "--data-dir", str(self.settings.data_dir)]
+        cmd += ["--gpus", ",".join(map(str, chosen)) or "none"]
         proc = subprocess.Popen(
             cmd,
             stdout=log,

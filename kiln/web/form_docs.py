@@ -24,6 +24,7 @@ def body(properties: dict[str, Any], required: list[str] | None = None, files: b
 
 def model_form() -> dict[str, Any]:
     """The model form: every declared TrainConfig field plus DIGITS' job fields."""
+    from kiln.jobs.gpus import FIELDS as GPU_FIELDS
     from kiln.jobs.network_choice import METHODS
     from kiln.networks.definition import LANGUAGES
     from kiln.networks.registry import list_networks
@@ -40,6 +41,7 @@ def model_form() -> dict[str, Any]:
             "network_language": {"type": "string", "enum": list(LANGUAGES)},
             "custom_network_snapshot": {"type": "string", "description": "<model id>[:<epoch>]: weights to start from"},
             "previous_networks": {"type": "string", "description": "a model id (method=previous)"},
+            **{name: f.json_schema() for name, f in GPU_FIELDS.items()},
         }
     )
     return body(schema["properties"], ["dataset", "model_name"])

@@ -98,6 +98,8 @@ def model_dict(job: Job, store: Store, jobs_dir: Path, verbose: bool = False) ->
         "labels file": packed_format.LABELS_TXT,
         "progress": job.progress,
         "error": job.error,
+        "gpus": job.params.get("gpus") or [],  # kiln: the GPUs its latest run got (kiln.jobs.gpus)
+        "world_size": (job.summary or {}).get("world_size") or job.params.get("world_size") or 1,
     }
     test = (job.summary or {}).get("test") or {}
     if test.get("top1_accuracy") is not None:  # the dataset's test split, evaluated after training

@@ -20,7 +20,7 @@ def _running_first(jobs: list[Job]) -> list[Job]:
 
 
 @router.get("/index.json")
-def index_json(store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+def index_json(request: Request, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     datasets = _running_first(store.list_jobs("dataset"))
     models = _running_first(store.list_jobs("model"))
     return {
@@ -28,7 +28,15 @@ def index_json(store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
         "jobs_dir": str(settings.jobs_dir),
         "datasets": [dataset_dict(j, settings.jobs_dir) for j in datasets],
         "models": [model_dict(j, store, settings.jobs_dir) for j in models],
+        "gpus_available": gpus_available(request, store),  # kiln: DIGITS' "x/y GPUs available"
     }
+
+
+def gpus_available(request: Request, store: StoreDep) -> dict[str, int]:
+    """GPUs of the scheduler's inventory (NVML or KILN_FAKE_GPUS) and how many no job holds."""
+    from kiln.jobs.gpus import availability
+
+    return availability(store, request.app.state.scheduler.inventory)
 
 
 @router.get("/completed_jobs.json")
@@ -49,7 +57,7 @@ def completed_jobs(store: StoreDep) -> dict[str, Any]:
 @router.get("/")
 def home(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     if wants_json(request):
-        return JSONResponse(index_json(store, settings))
+        return JSONResponse(index_json(request, store, settings))
     jobs = store.list_jobs()
     rows = [row(j, store) for j in jobs]
     datasets = [r for r in rows if r["type"] == "dataset"]
@@ -62,6 +70,7 @@ def home(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
             "models": models,
             # DIGITS' tab numbers (1 datasets, 2 models); without one, open the tab that has something
             "tab": request.query_params.get("tab") or ("2" if models else "1"),
+            "gpus_available": gpus_available(request, store),
             "next_dataset": _next_dataset(datasets) if not models else None,
         },
     )

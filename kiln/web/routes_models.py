@@ -17,6 +17,8 @@ from kiln import paths
 from kiln.fields import FieldError
 from kiln.forms import FormErrors
 from kiln.jobs import actions
+from kiln.jobs.gpus import FIELDS as GPU_FIELDS
+from kiln.jobs.gpus import form_values
 from kiln.jobs.model_form import RECIPES, create_model_jobs
 from kiln.store import PRETRAINED, Job, Store
 from kiln.training.config import TrainConfig
@@ -119,6 +121,8 @@ def _form_page(
             "recipes": RECIPES,
             "F": FIELDS,
             "devices": list(DEVICES.items()),
+            "gpus": request.app.state.scheduler.inventory.gpus,  # NVML or KILN_FAKE_GPUS, read once
+            "G": GPU_FIELDS,
             "methods": METHODS,
             "previous": previous,
             "pretrained": store.list_jobs(PRETRAINED)[:200],
@@ -131,7 +135,7 @@ def _form_page(
 @router.post("/models/images/classification.json", openapi_extra=form_docs.model_form())
 @router.post("/models/images/classification", openapi_extra=form_docs.model_form())
 async def create_model(request: Request, store: StoreDep, settings: SettingsDep, user: UserDep) -> Response:
-    form = {k: v for k, v in (await request.form()).items()}
+    form = form_values(await request.form())  # select_gpus may come several times
     try:
         ids = await run_heavy(request, create_model_jobs, form, store, settings, user.name)  # a sweep: many rows
     except FormErrors as exc:
