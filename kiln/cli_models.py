@@ -40,6 +40,8 @@ def _add_field_options(train: argparse.ArgumentParser) -> None:
         help_text = f.describe() + ("; a comma list sweeps" if name in SWEEP_FIELDS else "")
         if f.type is bool:
             train.add_argument(*flags, dest=name, nargs="?", const="1", metavar="0|1", help=help_text)
+        elif name == "recipe":  # plain --recipe asks for kiln's
+            train.add_argument(*flags, dest=name, nargs="?", const="kiln", metavar="none|kiln", help=help_text)
         else:
             train.add_argument(*flags, dest=name, metavar=name.upper(), help=help_text)
 
@@ -69,11 +71,6 @@ def add_model_commands(sub: argparse._SubParsersAction, field_options: bool = Tr
         metavar="MODEL[:EPOCH]",
         help="fine-tune: start from a model's weights (its latest snapshot, or EPOCH); its network too, "
         "unless --network-file gives another. Layers whose shapes differ start fresh",
-    )
-    train.add_argument(
-        "--recipe",
-        action="store_true",
-        help="start from kiln's measured recipe for the network (e.g. LeNet: Adam, cosine, 3 epochs)",
     )
     train.add_argument("--username", default="cli")
     train.add_argument("--queue", action="store_true", help="only queue it for a running server")
@@ -117,11 +114,7 @@ def _find(store: Store, type_: str, key: str) -> Job | None:
 
 
 def form_from_args(args: argparse.Namespace, dataset_id: str) -> dict[str, Any]:
-    from kiln.jobs.model_form import RECIPES
-
     form: dict[str, Any] = {"dataset": dataset_id, "method": "standard"}
-    if args.recipe:
-        form.update(RECIPES.get(args.standard_networks, {}))
     from kiln.jobs.gpus import FIELDS as GPU_FIELDS
     from kiln.training.options import FIELDS
 

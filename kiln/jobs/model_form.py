@@ -9,11 +9,13 @@ import itertools
 from typing import Any
 
 from kiln.config import Settings
+from kiln.fields import FieldError
 from kiln.forms import FormErrors, coerce
 from kiln.jobs import gpus
 from kiln.jobs.network_choice import NetworkChoice, dataset_shape, network_choice
 from kiln.preprocess import effective_crop
 from kiln.store import Store
+from kiln.training import recipe
 from kiln.training.config import TrainConfig
 from kiln.training.options import FIELDS, SWEEP_FIELDS, field_errors
 
@@ -63,6 +65,10 @@ def configs_from_form(
     never created with a value training would refuse.
     """
     errors: dict[str, list[str]] = {}
+    try:  # kiln's recipe fills in the fields the form leaves out (kiln.training.recipe)
+        form = recipe.apply_to_form(form)
+    except FieldError as exc:
+        errors.setdefault(exc.field, []).append(exc.message)
     common = _common(form, store, errors)
     base = _parse_fields(form, errors)
     # the GPUs (or CPU processes) it asks for: kiln.jobs.gpus, checked against this machine's
@@ -173,15 +179,5 @@ def create_model_jobs(form: dict[str, Any], store: Store, settings: Settings, us
     return ids
 
 
-# Recipes kiln offers on the New Model page ("Use kiln's recipe"): measured in docs/benchmarks.md
-# (LeNet on full MNIST: ≥ 99.2 % test accuracy in about a minute on 2 CPU cores).
-RECIPES: dict[str, dict[str, str]] = {
-    "lenet": {
-        "train_epochs": "3",
-        "batch_size": "128",
-        "solver_type": "ADAM",
-        "learning_rate": "0.002",
-        "lr_policy": "cosine",
-        "use_mean": "image",
-    },
-}
+# What "Use kiln's recipe" fills in on the New Model page, per standard network (kiln.training.recipe).
+RECIPES: dict[str, dict[str, str]] = {net: recipe.form_values("kiln", net) for net in recipe.KILN_RECIPES}

@@ -120,6 +120,26 @@ class Augmenter:
             )
         )
 
+    def describe(self) -> str:
+        """The augmentations in effect, for the training log ("none" when inactive)."""
+        parts = [
+            ("flip left-right" if self.flip_lr else ""),
+            ("flip up-down" if self.flip_ud else ""),
+            (f"quarter turns {self.quarter_turns}" if len(self.quarter_turns) > 1 else ""),
+            (f"rotation ±{self.rotation:g}°" if self.rotation else ""),
+            (f"rescale stddev {self.scale:g}" if self.scale else ""),
+            (f"shear ±{self.shear:g}°" if self.shear else ""),
+            (f"shift ±{self.shift:g}" if self.shift else ""),
+            (f"stroke width ±{self.stroke:g} px" if self.stroke else ""),
+            (f"invert p={self.invert:g}" if self.invert else ""),
+            (f"contrast ±{self.contrast:g}" if self.contrast else ""),
+            (f"brightness ±{self.brightness:g}" if self.brightness else ""),
+            (f"blur sigma ≤{self.blur:g} px" if self.blur else ""),
+            ("HSV shifts" if self.hsv is not None else ""),
+            (f"noise stddev {self.noise:g}" if self.noise else ""),
+        ]
+        return ", ".join(p for p in parts if p) or "none"
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if not self.active:
             return x

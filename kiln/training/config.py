@@ -13,6 +13,7 @@ class TrainConfig:
     network_language: str = "prototxt"  # of network_text: prototxt | python
     pretrained_weights: str = ""  # a snapshot's .safetensors to start from (fine-tuning); "" = fresh
     pretrained_from: str = ""  # what those weights are, for people: "<job id> epoch <N>"
+    recipe: str = "none"  # none | kiln: which recipe filled the form (kiln.training.recipe); a record only
     train_epochs: float = 30
     snapshot_interval: float = 1.0  # epochs; 0 = only the final snapshot
     val_interval: float = 1.0  # epochs; 0 = no validation
@@ -38,6 +39,7 @@ class TrainConfig:
     use_mean: str = "image"  # none | image | pixel
     crop_size: int | None = None
     shuffle: bool = True
+    balance_classes: str = "none"  # none | weights (class-weighted loss) | sampling (balanced sampling)
     aug_flip: str = "none"  # none fliplr flipud fliplrud
     aug_quad_rot: str = "none"  # none rot90 rot180 rotall
     aug_rot: float = 0.0  # +- degrees

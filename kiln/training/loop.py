@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from kiln.preprocess import Preprocess, effective_crop
 from kiln.reporting import RecordingReporter, Reporter, Stopped
-from kiln.training import checkpoint, rng
+from kiln.training import balance, checkpoint, rng
 from kiln.training.config import TrainConfig
 from kiln.training.device import Hardware
 from kiln.training.distributed import Dist
@@ -77,6 +77,8 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter, 
     seed = saved["seed"] if saved else hw.dist.broadcast_int(rng.new_seed(config.random_seed))
     state = TrainState(**saved["state"]) if saved else TrainState()
     learner = Learner.build(config, network, data, plan, hw, seed)
+    if config.balance_classes == "weights":  # kiln.training.balance
+        learner.class_weight = balance.loss_weights(data.train.targets, len(data.labels)).to(hw.device)
     if saved:
         learner.load(saved, hw.dist.rank)
     elif config.pretrained_weights:
@@ -92,6 +94,9 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter, 
     learner.net.train()
     while state.iteration < plan.max_iter and not state.stopped_early:
         order = epoch_order(seed, state.iteration // plan.iters_per_epoch, len(data.train), config.shuffle, hw.dist)
+        if config.balance_classes == "sampling":  # every class equally often (kiln.training.balance)
+            epoch_now = state.iteration // plan.iters_per_epoch
+            order = hw.dist.shard(balance.balanced_order(seed, epoch_now, data.train.targets))
         steps = plan.rest_of_epoch(order, state.iteration)
         with contextlib.closing(data.train.stream([mb for step in steps for mb in step])) as batches:
             clock.start()
@@ -163,6 +168,7 @@ class Learner:
     augment: Augmenter
     generator: torch.Generator  # crops and augmentations, per rank
     aux_weights: list[float]  # GoogLeNet's side heads: loss1, loss2 at 0.3
+    class_weight: torch.Tensor | None = None  # balance_classes=weights: the loss's per-class weights
 
     @classmethod
     def build(
@@ -250,10 +256,10 @@ def train_step(
         with sync, hw.autocast():
             out = net(x)
             main, aux = (out[0], out[1:]) if isinstance(out, (tuple, list)) else (out, ())
-            loss = F.cross_entropy(main.float(), y)
+            loss = F.cross_entropy(main.float(), y, weight=learner.class_weight)
             total_loss = loss
             for weight, logits in zip(learner.aux_weights, aux):
-                total_loss = total_loss + weight * F.cross_entropy(logits.float(), y)
+                total_loss = total_loss + weight * F.cross_entropy(logits.float(), y, weight=learner.class_weight)
             if share != 1.0:
                 total_loss = total_loss * share
             scaler.scale(total_loss).backward()
@@ -401,6 +407,11 @@ def log_start(run: Run) -> None:
         f"Device {run.hw.describe()}; data {'in memory' if feed.in_memory else 'read from disk'} "
         f"({feed.nbytes / 1e6:.1f} MB)"
     )
+    if config.recipe != "none":
+        report.log(f"Recipe: {config.recipe} (kiln.training.recipe filled in the fields this run shows)")
+    report.log(f"Augmentations: {run.learner.augment.describe()}")
+    if config.balance_classes != "none":
+        report.log(balance.describe(config.balance_classes, feed.targets, len(run.data.labels)))
     for note in getattr(run.learner.augment, "notes", []):
         report.log(f"Augmentation: {note}")
     if run.state.iteration:

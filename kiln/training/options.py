@@ -1,7 +1,8 @@
 """Every TrainConfig field a user sets, declared once, and the one check of a whole config.
 
-Solvers, LR policies, augmentations and mean modes are declared beside the code that implements
-them (solvers.py, lr_policy.py, augment.py, kiln/preprocess.py); the train loop's own settings
+Solvers, LR policies, augmentations, class balancing, kiln's recipe and mean modes are declared
+beside the code that implements them (solvers.py, lr_policy.py, augment.py, balance.py, recipe.py,
+kiln/preprocess.py); the train loop's own settings
 (epochs, intervals, stopping, device) are declared here. The model form, its template, `kiln
 train`, the OpenAPI description and docs/api.md read FIELDS; :func:`check_config` runs at job
 creation and again when training starts, so a job is never created with a value the engine refuses.
@@ -14,7 +15,7 @@ from typing import Any
 
 from kiln import preprocess
 from kiln.fields import Field, FieldError
-from kiln.training import augment, lr_policy, solvers
+from kiln.training import augment, balance, lr_policy, recipe, solvers
 from kiln.training.config import TrainConfig
 
 EARLY_STOPPING = {"none": "Off", "val_loss": "On validation loss", "val_accuracy": "On validation accuracy"}
@@ -83,10 +84,13 @@ _LOOP_FIELDS = (
 )
 
 FIELDS: dict[str, Field] = {
+    **recipe.FIELDS,
     **{f.name: f for f in _LOOP_FIELDS[:6]},
     **solvers.FIELDS,
     **lr_policy.FIELDS,
-    **{f.name: f for f in _LOOP_FIELDS[6:10]},
+    **{f.name: f for f in _LOOP_FIELDS[6:7]},
+    **balance.FIELDS,
+    **{f.name: f for f in _LOOP_FIELDS[7:10]},
     **preprocess.FIELDS,
     **augment.FIELDS,
     **{f.name: f for f in _LOOP_FIELDS[10:]},

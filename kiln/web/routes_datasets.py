@@ -82,11 +82,20 @@ def _uploaded_lists(form: Any) -> dict[str, Any]:
 @router.get("/datasets/summary")
 def summary(request: Request, job_id: str, store: StoreDep, settings: SettingsDep) -> Response:
     job = job_or_404(store, job_id, "dataset")
+    manifest = read_manifest(settings.jobs_dir, job_id)
     return request.app.state.templates.TemplateResponse(
         request,
         "dataset_summary.html",
-        {"job": job, "spec": job.params.get("spec", {}), "manifest": read_manifest(settings.jobs_dir, job_id)},
+        {"job": job, "spec": job.params.get("spec", {}), "manifest": manifest, "imbalance": _imbalance(manifest)},
     )
+
+
+def _imbalance(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The train split's class sizes when they differ enough to suggest balancing (kiln.training.balance)."""
+    from kiln.training.balance import imbalance_hint
+
+    train = (manifest or {}).get("splits", {}).get("train", {})
+    return imbalance_hint(manifest.get("labels", []), train.get("per_class", [])) if manifest and train else None
 
 
 @router.get("/datasets/images/classification/explore")
@@ -165,6 +174,7 @@ def show_dataset(request: Request, job_id: str, store: StoreDep, settings: Setti
             "job": job,
             "spec": job.params.get("spec", {}),
             "manifest": manifest,
+            "imbalance": _imbalance(manifest),
             "files": {"mean_png": packed_format.MEAN_PNG, "errors_log": packed_format.ERRORS_LOG},
             "state": job_state(job, store),
             "models": store.models_using(job_id),

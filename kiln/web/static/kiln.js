@@ -429,14 +429,24 @@ kiln.useRecipe = (recipes) => {
   const net = document.querySelector("input[name=standard_networks]:checked");
   const recipe = net && recipes[net.value];
   const note = document.getElementById("recipe-note");
-  if (!recipe) { note.textContent = "No recipe for this network yet: DIGITS' defaults stay."; return; }
+  const choice = document.getElementById("recipe");  // recorded with the model
+  if (!recipe) {
+    note.textContent = "No recipe for this network yet: DIGITS' defaults stay.";
+    if (choice) choice.value = "none";
+    return;
+  }
   for (const [name, value] of Object.entries(recipe)) {
     const el = document.querySelector(`[name=${name}]`);
     if (el) el.value = value;
   }
+  if (choice) choice.value = "kiln";
   note.textContent = `Filled in: ${Object.entries(recipe).map(([k, v]) => `${k}=${v}`).join(", ")}`;
   kiln.lrPreview();
 };
+// picking "Kiln's recipe" in the Recipe select fills the fields in, as the button does
+document.addEventListener("change", (e) => {
+  if (e.target.id === "recipe" && e.target.value === "kiln") document.getElementById("use-recipe")?.click();
+});
 
 // ---- network tabs, the Custom network editor, Customize and Visualize (New Model page) ------------
 kiln.networkForm = () => {
