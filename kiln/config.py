@@ -34,6 +34,14 @@ class Settings:
         default=2,
         metadata={"help": "Jobs that may run at once, each in its own worker process (KILN_MAX_RUNNING_JOBS)"},
     )
+    feed_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes that read and decode a large or PNG/JPEG-encoded split while a model trains "
+            "(KILN_FEED_WORKERS); 0 = a thread of the training process; default min(CPUs - 1, 8), shared by "
+            "the processes of a multi-GPU job"
+        },
+    )
     max_upload_mb: int = field(default=512, metadata={"help": "Largest accepted upload in MB (KILN_MAX_UPLOAD_MB)"})
     heavy_threads: int = field(
         default=2,
@@ -99,6 +107,7 @@ class Settings:
         s.port = int(s.port)
         s.max_running_jobs = int(s.max_running_jobs)
         s.max_upload_mb = int(s.max_upload_mb)
+        s.feed_workers = None if s.feed_workers in (None, "") else max(0, int(s.feed_workers))
         s.heavy_threads = max(1, int(s.heavy_threads))
         s.heavy_queue = max(0, int(s.heavy_queue))
         s.max_classify_images = max(1, int(s.max_classify_images))
@@ -134,6 +143,7 @@ class Settings:
             "KILN_MAX_IMAGE_MB": str(self.max_image_mb),
             "KILN_ALLOW_PYTHON_NETWORKS": "1" if self.allow_python_networks else "0",
             "KILN_FAKE_GPUS": str(self.fake_gpus),
+            **({"KILN_FEED_WORKERS": str(self.feed_workers)} if self.feed_workers is not None else {}),
         }
 
     @property

@@ -8,7 +8,9 @@ snapshots and validations come every (fractional) number of epochs, the learning
 every iteration, and everything is reported through a kiln.reporting.Reporter.
 
 `train()` tells the story; the parts it names live beside it:
-  kiln.training.feeder       batches straight from the packed uint8 arrays (RAM or memory map)
+  kiln.training.feeder       batches straight from the packed uint8 arrays (RAM, or streamed by
+                             worker processes: kiln.training.decode_pool)
+  kiln.training.crop_mirror  random crop and mirror on uint8 in the feeder, and the network input
   kiln.training.device       device, CPU threads, autocast precision, grad scaler
   kiln.training.distributed  torchrun: this rank's share, all-reduced metrics (`batch_size` is
                              per process, as in Caffe's multi-GPU training)
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from kiln.networks.definition import NetworkDef
     from kiln.networks.registry import NetworkInfo
     from kiln.training.augment import Augmenter
+    from kiln.training.crop_mirror import TrainInput
 
 
 class TrainingDiverged(Exception):
@@ -69,7 +72,7 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter, 
 
     # -- what we train on, and how many iterations that makes -------------------------------------
     network = NetworkDef.of_config(config)
-    data = Data.load(config, dataset, network.default_crop())
+    data = Data.load(config, dataset, network.default_crop(), pin_memory=hw.device.type == "cuda")
     plan = Plan.make(config, len(data.train), network.info(), hw.dist.world, has_val=data.val is not None)
 
     # -- resume state or a fresh start; the network, solver and schedule --------------------------
@@ -93,12 +96,14 @@ def train(config: TrainConfig, dataset: Any, out_dir: Path, reporter: Reporter, 
     window, clock = LossWindow(hw.device), Stopwatch()
     learner.net.train()
     while state.iteration < plan.max_iter and not state.stopped_early:
-        order = epoch_order(seed, state.iteration // plan.iters_per_epoch, len(data.train), config.shuffle, hw.dist)
+        epoch = state.iteration // plan.iters_per_epoch
+        order = epoch_order(seed, epoch, len(data.train), config.shuffle, hw.dist)
         if config.balance_classes == "sampling":  # every class equally often (kiln.training.balance)
             epoch_now = state.iteration // plan.iters_per_epoch
             order = hw.dist.shard(balance.balanced_order(seed, epoch_now, data.train.targets))
         steps = plan.rest_of_epoch(order, state.iteration)
-        with contextlib.closing(data.train.stream([mb for step in steps for mb in step])) as batches:
+        crops = learner.inputs.crops_for(epoch, (state.iteration % plan.iters_per_epoch) * plan.accumulation)
+        with contextlib.closing(data.train.stream([mb for step in steps for mb in step], crops)) as batches:
             clock.start()
             for micro in steps:
                 window.add(train_step(learner, [next(batches) for _ in micro], data.pre, hw))
@@ -143,16 +148,21 @@ class Data:
     val: Feeder | None  # None when there is nothing to validate on, or no val_interval
 
     @classmethod
-    def load(cls, config: TrainConfig, dataset: Any, network_crop: int | None = None) -> Data:
-        """``network_crop``: the network text's crop, used when the form leaves crop_size blank."""
+    def load(cls, config: TrainConfig, dataset: Any, network_crop: int | None = None, pin_memory: bool = False) -> Data:
+        """``network_crop``: the network text's crop, used when the form leaves crop_size blank;
+        ``pin_memory``: batches in page-locked memory, for asynchronous copies to a GPU."""
         if ("train" not in dataset.splits) or dataset.count("train") == 0:
             raise ValueError("the dataset has no training images; create it again with a train split")
         has_val = config.val_interval > 0 and "val" in dataset.splits and dataset.count("val") > 0
         crop = effective_crop(config.crop_size, network_crop, dataset.image_shape)
         pre = Preprocess.for_dataset(dataset, config.use_mean, crop)
         in_memory = config.extra.get("data_in_memory")  # None: decided by the split's size
-        train = Feeder(dataset.images("train"), dataset.targets("train"), in_memory)
-        val = Feeder(dataset.images("val"), dataset.targets("val"), in_memory) if has_val else None
+        workers = config.extra.get("feed_workers")  # None: KILN_FEED_WORKERS, else from the CPUs
+
+        def feeder(split: str) -> Feeder:
+            return Feeder(dataset.images(split), dataset.targets(split), in_memory, workers, pin_memory)
+
+        train, val = feeder("train"), feeder("val") if has_val else None
         return cls(list(dataset.labels), pre, train, val)
 
 
@@ -166,7 +176,8 @@ class Learner:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     augment: Augmenter
-    generator: torch.Generator  # crops and augmentations, per rank
+    inputs: TrainInput  # a feeder's batch -> the network's input (crop and mirror on uint8 when they can be)
+    generator: torch.Generator  # augmentations (and crops on the float path), per rank
     aux_weights: list[float]  # GoogLeNet's side heads: loss1, loss2 at 0.3
     class_weight: torch.Tensor | None = None  # balance_classes=weights: the loss's per-class weights
 
@@ -175,6 +186,7 @@ class Learner:
         cls, config: TrainConfig, network: NetworkDef, data: Data, plan: Plan, hw: Hardware, seed: int
     ) -> Learner:
         from kiln.training.augment import Augmenter
+        from kiln.training.crop_mirror import TrainInput
         from kiln.training.lr_policy import make_scheduler
         from kiln.training.solvers import make_optimizer
 
@@ -186,9 +198,10 @@ class Learner:
         scheduler = make_scheduler(optimizer, config, plan.max_iter)
         scaler = hw.grad_scaler()
         augment = Augmenter(config, data.pre.channels, mirror=network.mirror())
+        inputs = TrainInput(config, data.pre, augment, seed, hw.dist.rank)
         generator = rng.seed_rank(seed, hw.dist.rank, hw.device)
         aux_weights = list(getattr(model, "aux_weights", []) or [])
-        return cls(model, model, optimizer, scheduler, scaler, augment, generator, aux_weights)
+        return cls(model, model, optimizer, scheduler, scaler, augment, inputs, generator, aux_weights)
 
     def load(self, saved: dict[str, Any], rank: int) -> None:
         """Continue from resume.pt: weights, solver and schedule state, this rank's random streams."""
@@ -245,10 +258,9 @@ def train_step(
     total = sum(len(y) for _, y in micro_batches)
     optimizer.zero_grad(set_to_none=True)
     losses = []
-    for k, (images, targets) in enumerate(micro_batches):
-        x = pre.to_float(images, hw.device)
-        x = pre.normalize(learner.augment(x, generator), train=True, generator=generator)
-        y = targets.to(hw.device, non_blocking=True)
+    for k, batch in enumerate(micro_batches):
+        x = learner.inputs(batch, generator, hw.device)  # augmented, mean subtracted, cropped
+        y = batch[1].to(hw.device, non_blocking=True)
         share = len(y) / total  # 1.0 without accumulation
         last = k == len(micro_batches) - 1
         # under DDP, all-reduce the gradients once per iteration, not once per micro-batch
