@@ -12,9 +12,9 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from kiln.inference.evaluate import RESULT
@@ -24,6 +24,9 @@ from kiln.web.deps import SettingsDep, StoreDep, wants_json
 from kiln.web.offload import run_heavy
 
 router = APIRouter(tags=["models"])
+IdsQuery = Annotated[
+    list[str] | None, Query(description="model ids, comma-separated (ids=a,b) or the parameter repeated")
+]
 MIN_MODELS = 2
 MAX_MODELS = 10
 MAX_MATRIX_CLASSES = 100  # past this, a confusion matrix stays on its evaluation's page
@@ -191,9 +194,9 @@ def _model(store: Store, job_id: str) -> Job:
 
 @router.get("/models/compare.json")
 @router.get("/models/compare")
-async def compare(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
-    """Two to ten models side by side: `ids=a,b,...`. A model nobody may see is as the model page has it."""
-    ids = parse_ids(request.query_params.getlist("ids"))
+async def compare(request: Request, store: StoreDep, settings: SettingsDep, ids: IdsQuery = None) -> Response:
+    """Two to ten models side by side: `ids=a,b,...`. Whoever may see their model pages may compare them."""
+    ids = parse_ids(ids or [])
     jobs = [_model(store, job_id) for job_id in ids]
     data = await run_heavy(request, comparison, store, settings.jobs_dir, jobs)
     if wants_json(request):
