@@ -198,8 +198,12 @@ async def compare(request: Request, store: StoreDep, settings: SettingsDep, ids:
     """Two to ten models side by side: `ids=a,b,...`. Whoever may see their model pages may compare them."""
     ids = parse_ids(ids or [])
     jobs = [_model(store, job_id) for job_id in ids]
-    data = await run_heavy(request, comparison, store, settings.jobs_dir, jobs)
-    if wants_json(request):
-        return JSONResponse(data)
-    chart = {"models": [{k: m[k] for k in ("id", "name", "curves")} for m in data["models"]]}  # for compare.js
-    return request.app.state.templates.TemplateResponse(request, "compare.html", {"data": data, "chart": chart})
+
+    def answer() -> Response:  # on a heavy thread: the files, and the JSON or the page (up to 10 matrices)
+        data = comparison(store, settings.jobs_dir, jobs)
+        if wants_json(request):
+            return JSONResponse(data)
+        chart = {"models": [{k: m[k] for k in ("id", "name", "curves")} for m in data["models"]]}  # compare.js
+        return request.app.state.templates.TemplateResponse(request, "compare.html", {"data": data, "chart": chart})
+
+    return await run_heavy(request, answer)
