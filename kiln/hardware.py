@@ -162,12 +162,13 @@ def _role(proc: psutil.Process) -> str:
     """'worker', 'torchrun', 'rank 1', or the process name."""
     try:
         cmd = " ".join(proc.cmdline())
-        env_rank = proc.environ().get("RANK") if "kiln.jobs.group" in cmd or "kiln.training" in cmd else None
+        is_rank = "kiln.jobs.group rank" in cmd or "kiln.jobs.group train" in cmd or "-m kiln.training" in cmd
+        env_rank = proc.environ().get("RANK") if is_rank else None
     except psutil.Error:
         return "?"
     if env_rank is not None:
         return f"rank {env_rank}"
-    if "torch.distributed.run" in cmd:
+    if "torch.distributed.run" in cmd or "kiln.jobs.group torchrun" in cmd:
         return "torchrun"
     if "kiln.jobs.worker" in cmd:
         return "worker"

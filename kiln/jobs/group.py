@@ -177,7 +177,7 @@ def train_job(
     reporter.log(f"Training as a torchrun group: {where}" + (f" on GPUs {chosen}" if chosen else ""))
     (job_dir / OUTCOME).unlink(missing_ok=True)
     entry = ["-m", "kiln.jobs.group", "rank", job.id, "--data-dir", str(settings.data_dir), "--device", group_device]
-    env = {**gpus.group_env(chosen, inventory), **launch.env()}
+    env = {**gpus.group_env(chosen, inventory), **launch.env(), **_threads(world)}
     code = run_group(command(launch, world, entry), env, job_dir / GROUP_LOG, reporter.should_stop)
     outcome = _read_outcome(job_dir)
     if code == -1 or outcome.get("status") == "Aborted":
@@ -192,6 +192,15 @@ def train_job(
     )
 
 
+def _threads(nproc: int) -> dict[str, str]:
+    """This machine's cores shared between the ranks on it (torchrun would give each one thread),
+    unless OMP_NUM_THREADS says otherwise."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return {"OMP_NUM_THREADS": str(max(1, cores // max(1, nproc)))}
+
+
 def follow(config: dict[str, Any], dataset_dir: Path, launch: Launch, nproc: int, env: dict[str, str]) -> int:
     """Another node's share of a multi-node job (started by ``kiln train --node-rank R``, R > 0):
     its ranks train with the others and never write; returns torchrun's exit code."""
@@ -200,7 +209,7 @@ def follow(config: dict[str, Any], dataset_dir: Path, launch: Launch, nproc: int
     with tempfile.TemporaryDirectory(prefix="kiln-node-") as out:
         entry = ["-m", "kiln.jobs.group", "train", "--dataset", str(dataset_dir), "--out", out]
         entry += ["--config", json.dumps(config)]
-        return run_group(command(launch, nproc, entry), {**env, **launch.env()}, None, lambda: False)
+        return run_group(command(launch, nproc, entry), {**env, **launch.env(), **_threads(nproc)}, None, lambda: False)
 
 
 def _read_outcome(job_dir: Path) -> dict[str, Any]:
