@@ -253,6 +253,16 @@ def test_sweep_previous_compare_edit(kiln: Client, lab) -> None:
     kiln.edit(lab["model"], name="lenet")
 
 
+def test_form_fields_from_the_servers_description(kiln: Client) -> None:
+    model = kiln.form_fields("model")
+    assert {"train_epochs", "custom_network", "solver_type"} <= set(model)
+    assert "ADAM" in model["solver_type"]["enum"]
+    assert {"add_inverted", "folder_train"} <= set(kiln.form_fields("dataset"))
+    assert "split" in kiln.form_fields("evaluate")
+    with pytest.raises(ValueError, match="form"):
+        kiln.form_fields("nothing")
+
+
 def test_jobs_index_status_state_log(kiln: Client, lab) -> None:
     ids = {lab["dataset"].id, lab["model"].id}
     assert ids <= set(kiln.jobs()["id"])

@@ -29,6 +29,11 @@ FAILED = ("Error", "Aborted", "Interrupted")
 LIST_UPLOADS = ("textfile_train_images", "textfile_val_images", "textfile_test_images", "textfile_labels_file")
 ARCHIVES = ("tar.gz", "tgz", "tar", "tar.bz2", "zip")
 EXPORTS = {"onnx": "onnx", "torchscript": "pt", "pt": "pt"}
+FORMS = {
+    "model": "/models/images/classification.json",
+    "dataset": "/datasets/images/classification.json",
+    "evaluate": "/models/images/classification/evaluate.json",
+}
 Table = Any  # a pandas.DataFrame when pandas is installed, else a list of dicts
 
 
@@ -133,6 +138,7 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         self.progress = progress
         self.retries = retries
+        self._openapi: dict[str, Any] | None = None
         self._http = httpx.Client(
             base_url=self.url,
             headers=headers,
@@ -237,6 +243,17 @@ class Client:
         if type:
             rows = [r for r in rows if r.get("type") == type]
         return table(rows, as_frame=as_frame)
+
+    def form_fields(self, form: str = "model") -> dict[str, dict[str, Any]]:
+        """The fields a form of this server takes (``model``, ``dataset`` or ``evaluate``), from its
+        OpenAPI description: name -> JSON schema (type, choices as ``enum``, description). Tells
+        what a server offers before using it: ``"recipe" in kiln.form_fields("model")``."""
+        if form not in FORMS:
+            raise ValueError(f"form: one of {', '.join(FORMS)}, not {form!r}")
+        if self._openapi is None:
+            self._openapi = self.get_json("/openapi.json")
+        content = self._openapi["paths"][FORMS[form]]["post"]["requestBody"]["content"]
+        return dict(content["multipart/form-data"]["schema"]["properties"])
 
     # -- datasets ---------------------------------------------------------------------------------
     def create_dataset(

@@ -20,9 +20,14 @@ class TqdmBar:
         except ImportError:
             from tqdm import tqdm
         self._bar: Any = tqdm(total=100, desc=desc, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}{postfix}]")
+        self._shown: tuple[float, str] | None = None
 
     def update(self, fraction: float, status: str) -> None:
-        self._bar.n = round(min(max(fraction, 0.0), 1.0) * 100, 1)
+        shown = (round(min(max(fraction, 0.0), 1.0) * 100), status)
+        if shown == self._shown:  # a notebook keeps every refresh: only changes are drawn
+            return
+        self._shown = shown
+        self._bar.n = shown[0]
         self._bar.set_postfix_str(status, refresh=False)
         self._bar.refresh()
 
