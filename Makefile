@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 DATA_DIR ?= kiln-data
 
-.PHONY: run test install test-deps lint lock docs bench clean
+.PHONY: run test install test-deps lint lock docs bench lab clean
 
 # requirements.lock pins every version `make run` and CI install (pip-tools; `make lock` remakes it
 # from pyproject.toml's ranges). kiln itself is installed from the tree without resolving again.
@@ -51,6 +51,11 @@ lock: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m kiln.docs_gen
+
+# The MNIST lab notebook, headless, against a kiln started on a scratch data dir (or $$KILN_URL);
+# the executed copy with its plots: examples/lab.executed.ipynb. KILN_LAB_QUICK=1: a few minutes.
+lab: $(STAMP)
+	$(BIN)/python examples/run_lab.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_dataset.py
