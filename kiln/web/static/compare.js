@@ -22,12 +22,22 @@ kilnCompare.traces = (models, metric, x) => {
   return traces;
 };
 
+// Accuracy spans its data with a little padding, never past 0 or 100 %.
+kilnCompare.percentRange = (traces) => {
+  const ys = traces.flatMap((t) => t.y).filter((v) => v !== null && Number.isFinite(Number(v))).map(Number);
+  if (!ys.length) return [0, 100];
+  const lo = Math.min(...ys), hi = Math.max(...ys), pad = Math.max(1, (hi - lo) * 0.1);
+  return [Math.max(0, lo - pad), Math.min(100, hi + pad)];
+};
+
 kilnCompare.draw = (models, x) => {
   const xTitle = x === "epoch" ? "epoch" : "seconds running";
   for (const [metric, div, yTitle] of [["loss", "loss-chart", "loss"], ["accuracy", "accuracy-chart", "accuracy (%)"]]) {
     const traces = kilnCompare.traces(models, metric, x);
+    const yaxis = {title: {text: yTitle}};
+    if (metric === "accuracy") yaxis.range = kilnCompare.percentRange(traces);
     Plotly.react(div, traces, {
-      margin: {t: 20, r: 20, b: 40, l: 60}, xaxis: {title: {text: xTitle}}, yaxis: {title: {text: yTitle}},
+      margin: {t: 20, r: 20, b: 40, l: 60}, xaxis: {title: {text: xTitle}}, yaxis,
       legend: {orientation: "h", y: -0.2},
     }, {displaylogo: false, responsive: true});
     const el = document.getElementById(div);
