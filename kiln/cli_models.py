@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kiln.cli_nodes import Launch, add_node_options, join, launch_of, run_node0
 from kiln.jobs import actions
 from kiln.store import Job, Store
 
@@ -74,6 +75,7 @@ def add_model_commands(sub: argparse._SubParsersAction, field_options: bool = Tr
     )
     train.add_argument("--username", default="cli")
     train.add_argument("--queue", action="store_true", help="only queue it for a running server")
+    add_node_options(train)  # --nnodes --node-rank --rdzv-endpoint (kiln.cli_nodes)
     train.set_defaults(func=cmd_train)
 
     classify = sub.add_parser("classify", help="top-5 predictions of a trained model for images")
@@ -163,6 +165,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             key, sep, epoch = args.start_from.rpartition(":") if ":" in args.start_from else (args.start_from, "", "")
             found = _find(store, "model", key)
             args.start_from = (found.id if found else key) + sep + epoch
+        launch = launch_of(args)  # None on one machine
+        if launch and launch.node_rank > 0:  # another node joins node 0's job
+            return join(form_from_args(args, dataset.id if dataset else args.dataset), dataset, store, settings, launch)
         try:
             ids = create_model_jobs(
                 form_from_args(args, dataset.id if dataset else args.dataset), store, settings, args.username
@@ -178,13 +183,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             if dataset and dataset.status != "Done":
                 print(f"waiting for dataset {dataset.id} ({dataset.status}) ...", flush=True)
                 follow(store, dataset.id, lambda *_: None)
-            worst = max(worst, _train_one(settings, store, job_id))
+            worst = max(worst, _train_one(settings, store, job_id, launch))
         return worst
     finally:
         store.close()
 
 
-def _train_one(settings: Any, store: Store, job_id: str) -> int:
+def _train_one(settings: Any, store: Store, job_id: str, launch: Launch | None = None) -> int:
     from tqdm import tqdm
 
     from kiln.cli_common import report_end as _report_end
@@ -206,7 +211,10 @@ def _train_one(settings: Any, store: Store, job_id: str) -> int:
                 shown[f"{phase} {k}"] = v
         t.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
 
-    status = run_here(settings, store, job_id, progress, metrics)
+    if launch is None:
+        status = run_here(settings, store, job_id, progress, metrics)
+    else:
+        status = run_node0(settings, store, job_id, launch, progress, metrics)
     t.close()
     return _report_end(store, job_id, status)
 

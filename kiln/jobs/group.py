@@ -169,6 +169,15 @@ def train_job(
     chosen = [int(g) for g in job.params.get("gpus") or ()]
     world = gpus.world_size(gpus.job_request(job), chosen, inventory)
     device = str(job.params.get("run_device") or config.device)
+    saved = saved_world(job_dir) if resume and not launch.multi_node else None
+    if saved is not None and saved != world:
+        if chosen and inventory.real:
+            raise UserFacingError(
+                f"This job trained as {saved} processes and continues only as {saved}: resume it when it "
+                f"asks for {saved} GPUs (it asks for {world}), or clone it."
+            )
+        reporter.log(f"Resuming as {saved} processes, as it trained (a multi-node job continues on this node)")
+        world = saved
     if world == 1 and not launch.multi_node:
         config.device = device
         return train(config, PackedDataset(dataset_dir), job_dir, reporter, resume=resume)
@@ -190,6 +199,19 @@ def train_job(
         f"The torchrun group exited with code {code} before finishing: {_tail(job_dir / GROUP_LOG)} "
         f"(the whole output is {GROUP_LOG} in the job folder). Resume or clone the job."
     )
+
+
+def saved_world(job_dir: Path) -> int | None:
+    """How many processes wrote resume.pt (one random state each); its tensors are mapped, not read."""
+    import torch
+
+    path = job_dir / "resume.pt"
+    if not path.exists():
+        return None
+    try:
+        return len(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["rng"])
+    except Exception:  # an unreadable resume.pt is train()'s to report
+        return None
 
 
 def _threads(nproc: int) -> dict[str, str]:
