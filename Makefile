@@ -36,8 +36,8 @@ test-deps:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check kiln tests bench
-	$(BIN)/ruff format --check kiln tests bench
+	$(BIN)/ruff check kiln tests bench examples
+	$(BIN)/ruff format --check kiln tests bench examples
 	$(BIN)/mypy
 	$(BIN)/python -m kiln.docs_gen --check
 
