@@ -298,6 +298,14 @@ class FormScanner:
         except Exception:  # malformed: the route's parser answers it (400)
             self.parser = None
 
+    def close(self) -> None:
+        """The body ended: a urlencoded body's last field has no '&' to end it (a form of one field)."""
+        if self.parser is not None and not self.ended:
+            try:
+                self.parser.finalize()
+            except Exception:  # malformed: the route's parser answers it (400)
+                self.parser = None
+
     def _start(self) -> None:
         self._name.clear()
         self._value.clear()
@@ -482,6 +490,7 @@ class SecurityMiddleware:
             size += len(chunk)
             scanner.feed(chunk)
             if not message.get("more_body", False):
+                scanner.close()
                 break
         return buffered
 
