@@ -376,6 +376,31 @@ def test_text_bar_without_tqdm() -> None:
     assert len(lines) == 2 and "50.0% Running" in lines[0] and "#" * 30 in lines[1]
 
 
+def test_busy_answers_are_retried_then_raised() -> None:
+    """The server's 503 (heavy queue full, with Retry-After) is retried; past `retries` it is Busy."""
+    import httpx
+
+    answers: list[int] = []
+
+    def busy(limit: int) -> httpx.MockTransport:
+        def answer(request: httpx.Request) -> httpx.Response:
+            answers.append(1)
+            if len(answers) <= limit:
+                body = {"error": {"message": "kiln is busy: retry", "type": "Unavailable"}}
+                return httpx.Response(503, json=body, headers={"Retry-After": "0.01"})
+            return httpx.Response(200, json={"version": "x"})
+
+        return httpx.MockTransport(answer)
+
+    with Client("http://127.0.0.1:1", transport=busy(2)) as c:
+        assert c.index() == {"version": "x"} and len(answers) == 3
+    answers.clear()
+    with Client("http://127.0.0.1:1", retries=1, transport=busy(10)) as c:
+        with pytest.raises(Busy, match=r"kiln is busy: retry \(retried 1 times\)") as info:
+            c.index()
+        assert info.value.status == 503 and len(answers) == 2
+
+
 # -- errors, without a server -------------------------------------------------------------------
 @pytest.mark.parametrize(
     "status, body, cls, message, errors",

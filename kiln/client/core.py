@@ -192,7 +192,8 @@ class Client:
         if response.status_code >= 400:
             error = error_for(response.status_code, response.content, response.headers.get("content-type", ""))
             if isinstance(error, Busy):
-                error.message += f" (retried {self.retries} times)"
+                message = f"{error.message} (retried {self.retries} times)"
+                error = Busy(message, error.status, error.errors, error.kind, error.detail)
             raise error
         if response.is_redirect:
             raise KilnError(f"{method} {path} answered a redirect to {response.headers.get('location')}", 302)
