@@ -238,13 +238,15 @@ def test_sweep_previous_compare_edit(kiln: Client, lab) -> None:
     assert len(jobs) == 2 and all(j.type == "model" for j in jobs)
     again = kiln.create_model("again", lab["dataset"], None, previous=lab["model"], previous_epoch=1, train_epochs=1)
     assert kiln.model(again)["pretrained model"]
-    both = kiln.compare([lab["model"], jobs[0]])
-    assert [m["id"] for m in both["models"]] == [lab["model"].id, jobs[0].id]
-    assert "learning_rate" in both["config_diff"] and both["models"][0]["curves"]["loss (train)"]["value"]
+    recipe = kiln.create_model("recipe", lab["dataset"], "lenet", recipe="kiln", train_epochs=1)  # a new field
+    both = kiln.compare([lab["model"], recipe])
+    assert [m["id"] for m in both["models"]] == [lab["model"].id, recipe.id]
+    assert "recipe" in both["config_diff"] and both["models"][1]["config"]["lr_policy"] == "cosine"
+    assert both["models"][0]["curves"]["loss (train)"]["value"]
     assert both["models"][0]["test_accuracy"] == kiln.model(lab["model"])["test_accuracy"]
     with pytest.raises(BadRequest, match="ids: give at least 2"):
         kiln.compare([lab["model"]])
-    for job in [*jobs, again]:
+    for job in [*jobs, again, recipe]:
         kiln.delete(job)
     kiln.edit(lab["model"], name="lenet-renamed", notes="from the client", group="lab")
     assert kiln.model(lab["model"])["name"] == "lenet-renamed"
