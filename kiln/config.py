@@ -93,6 +93,13 @@ class Settings:
             "would real ones while the jobs train on the CPU; for tests and demos. 0 = the GPUs NVML finds"
         },
     )
+    inference_gpu: bool = field(
+        default=True,
+        metadata={
+            "help": "Classify on a GPU no job holds, in the server process, else on the CPU "
+            "(KILN_INFERENCE_GPU=0: always the CPU, and the server never opens a CUDA context)"
+        },
+    )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -113,6 +120,7 @@ class Settings:
         s.max_classify_images = max(1, int(s.max_classify_images))
         s.max_image_mb = int(s.max_image_mb)
         s.fake_gpus = max(0, int(s.fake_gpus))
+        s.inference_gpu = str(s.inference_gpu).strip().lower() in ("1", "true", "yes", "on")
         s.allow_python_networks = str(s.allow_python_networks).strip().lower() in ("1", "true", "yes", "on")
         return s
 

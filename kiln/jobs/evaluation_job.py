@@ -11,6 +11,7 @@ from typing import Any
 
 from kiln.config import Settings
 from kiln.jobs.errors import UserFacingError
+from kiln.jobs.gpus import job_device
 from kiln.reporting import Reporter
 from kiln.store import Job
 
@@ -26,7 +27,7 @@ def run_evaluation(job: Job, job_dir: Path, settings: Settings, reporter: Report
     params = job.params
     model_dir = settings.jobs_dir / params["model_id"]
     try:
-        predictor = Predictor.from_job_dir(model_dir, params.get("epoch"))
+        predictor = Predictor.from_job_dir(model_dir, params.get("epoch"), device=job_device(job))
     except FileNotFoundError as exc:
         raise UserFacingError(f"Model {params['model_id']}: {exc}.") from None
     items, problems, stored = _items(params, job_dir, settings, list(predictor.labels))
@@ -102,7 +103,7 @@ def evaluate_test_split(job: Job, job_dir: Path, settings: Settings, reporter: R
         return None
     if "test" not in dataset.splits or dataset.count("test") == 0:
         return None
-    predictor = Predictor.from_job_dir(job_dir)
+    predictor = Predictor.from_job_dir(job_dir, device=job_device(job))  # the model's GPU, else the CPU
     items, problems, stored = split_source(dataset_dir, "test", list(predictor.labels))
     reporter.log(f"Evaluating the test split ({len(items)} images) at epoch {predictor.epoch:g}")
     quiet = _Quiet(reporter)  # training's progress stays at 100 %

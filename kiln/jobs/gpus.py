@@ -309,7 +309,8 @@ def record(store: Store, job: Job, chosen: list[int], inventory: Inventory) -> J
     """Write down, before the job starts, which GPUs it got, the device a single process uses and
     how many processes its group has; returns the job as updated."""
     request = job_request(job)
-    device = run_device(chosen, inventory, str(job.params.get("config", {}).get("device") or "auto"))
+    configured = str(job.params.get("config", {}).get("device") or "auto") if job.type == "model" else "cpu"
+    device = run_device(chosen, inventory, configured)
     params = {
         **job.params,
         "gpus": chosen,
@@ -334,3 +335,20 @@ def form_values(form: Any) -> dict[str, Any]:
         if len(values) > 1:
             out[name] = ",".join(values)
     return out
+
+
+# -- inference --------------------------------------------------------------------------------------
+def inference_device(store: Store, inventory: Inventory) -> str:
+    """Where a classification runs now: the first real GPU no job holds (DIGITS), else the CPU at
+    once; it never waits for a GPU. Simulated GPUs classify on the CPU."""
+    if not inventory.real:
+        return "cpu"
+    held = holders(store)
+    free = [g.index for g in inventory.gpus if not held.get(g.index)]
+    return f"cuda:{free[0]}" if free else "cpu"
+
+
+def job_device(job: Job) -> str:
+    """Where a job's own inference runs (an evaluation, a model's test split): the GPU it was given, else the CPU."""
+    device = str(job.params.get("run_device") or "cpu")
+    return device if device.startswith("cuda") else "cpu"

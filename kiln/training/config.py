@@ -61,6 +61,7 @@ class TrainConfig:
     keep_best: bool = False  # also keep the snapshot with the best val metric
     device: str = "auto"  # auto | cpu | cuda | cuda:0,1
     precision: str = "auto"  # auto (bf16/fp16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    channels_last: bool = True  # memory format of the network and its input (tensor cores, oneDNN)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -193,7 +193,7 @@ class Learner:
         torch.manual_seed(seed)  # the same initial weights for the same seed
         in_h, in_w = data.pre.input_size
         model = network.build(len(data.labels), (data.pre.channels, in_h, in_w))
-        model = model.to(hw.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = model.to(hw.device, memory_format=hw.memory_format)  # type: ignore[call-overload]
         optimizer = make_optimizer(model, config)
         scheduler = make_scheduler(optimizer, config, plan.max_iter)
         scaler = hw.grad_scaler()
@@ -259,7 +259,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     losses = []
     for k, batch in enumerate(micro_batches):
-        x = learner.inputs(batch, generator, hw.device)  # augmented, mean subtracted, cropped
+        x = hw.layout(learner.inputs(batch, generator, hw.device))  # augmented, mean subtracted, cropped
         y = batch[1].to(hw.device, non_blocking=True)
         share = len(y) / total  # 1.0 without accumulation
         last = k == len(micro_batches) - 1
@@ -292,7 +292,7 @@ def evaluate(model: nn.Module, data: Data, batch: int, hw: Hardware) -> dict[str
     for images, targets in data.val.stream([mine[i : i + batch] for i in range(0, len(mine), batch)]):
         y = targets.to(hw.device)
         with hw.autocast():
-            logits = model(data.pre.batch_to_tensor(images, device=hw.device)).float()
+            logits = model(hw.layout(data.pre.batch_to_tensor(images, device=hw.device))).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == y[:, None]
         sums += torch.stack(

@@ -81,6 +81,12 @@ _LOOP_FIELDS = (
     Field("keep_best", "Keep the best snapshot", bool, "also keep the snapshot with the best val accuracy"),
     Field("device", "Device", str, "auto, cpu, cuda or cuda:0,1", choices=None, extra_check=_device_problem),
     Field("precision", "Precision", str, "autocast precision on GPU", choices=PRECISIONS),
+    Field(
+        "channels_last",
+        "channels_last memory",
+        bool,
+        "network and input in channels_last memory (GPU tensor cores, CPU oneDNN); off: plain NCHW",
+    ),
 )
 
 FIELDS: dict[str, Field] = {

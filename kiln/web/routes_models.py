@@ -305,15 +305,15 @@ def show_model(request: Request, job_id: str, store: StoreDep, settings: Setting
 
 
 # -- classifying ----------------------------------------------------------------------------------
-_predictors: OrderedDict[tuple[str, float | str | None, float], Any] = OrderedDict()
+_predictors: OrderedDict[tuple[str, float | str | None, float, str], Any] = OrderedDict()
 _lock = threading.Lock()
 
 
-def predictor_for(job_dir: Path, epoch: float | str | None) -> Any:
+def predictor_for(job_dir: Path, epoch: float | str | None, device: str = "cpu") -> Any:
     """Predictors are cached (a few) so repeated classifications don't reload weights.
 
     epoch: None for the latest, a number, or "best" (the kept best snapshot; FileNotFoundError
-    saying so when the model keeps none)."""
+    saying so when the model keeps none). device: "cpu", or a free GPU (inference_device)."""
     from kiln.inference.predictor import Predictor
     from kiln.training.checkpoint import format_epoch, list_snapshots, snapshot_paths
 
@@ -327,17 +327,26 @@ def predictor_for(job_dir: Path, epoch: float | str | None) -> Any:
                 f"snapshot'); snapshots exist at {', '.join(format_epoch(e) for e in epochs)}"
             )
         stamps.append(best.stat().st_mtime)  # rewritten whenever validation improves
-    key = (str(job_dir), epoch, max(stamps, default=0.0))
+    key = (str(job_dir), epoch, max(stamps, default=0.0), device)
     with _lock:
         if key in _predictors:
             _predictors.move_to_end(key)
             return _predictors[key]
-    pred = Predictor.from_job_dir(job_dir, epoch=epoch)
+    pred = Predictor.from_job_dir(job_dir, epoch=epoch, device=device)
     with _lock:
         _predictors[key] = pred
         while len(_predictors) > 4:
             _predictors.popitem(last=False)
     return pred
+
+
+def inference_device(request: Request, store: Store) -> str:
+    """A GPU no job holds (the scheduler's inventory, NVML), else the CPU; KILN_INFERENCE_GPU=0: the CPU."""
+    from kiln.jobs.gpus import inference_device as free_device
+
+    if not request.app.state.settings.inference_gpu:
+        return "cpu"
+    return free_device(store, request.app.state.scheduler.inventory)
 
 
 def _epoch(value: Any) -> float | str | None:
@@ -407,10 +416,11 @@ async def classify_one(request: Request, store: StoreDep, settings: SettingsDep)
         raise HTTPException(400, "must provide image_path or image_file")
     show = _flag(form.get("show_visualizations") or request.query_params.get("show_visualizations"))
     epoch = _epoch(form.get("snapshot_epoch"))
+    device = inference_device(request, store)
 
     def answer() -> Response:  # on a heavy thread: loading, classifying, drawing, the answer's JSON or page
         try:
-            pred = predictor_for(job_dir, epoch)
+            pred = predictor_for(job_dir, epoch, device)
         except (FileNotFoundError, ValueError) as exc:
             raise HTTPException(400, f"snapshot_epoch: {exc}") from None
         result, vis = _classify_and_look(pred, source, show, settings.max_file_bytes)
@@ -466,7 +476,8 @@ async def classify_many(request: Request, store: StoreDep, settings: SettingsDep
         limit = int(str(form["num_test_images"])) if form.get("num_test_images") else None
         if limit is not None and limit < 0:
             raise ValueError(f"must not be negative, got {limit}")
-        pred = await run_heavy(request, predictor_for, job_dir, _epoch(form.get("snapshot_epoch")))
+        device = inference_device(request, store)
+        pred = await run_heavy(request, predictor_for, job_dir, _epoch(form.get("snapshot_epoch")), device)
     except (FileNotFoundError, ValueError) as exc:
         raise HTTPException(400, f"num_test_images / snapshot_epoch: {exc}") from None
 

@@ -173,8 +173,38 @@ def test_a_job_run_from_the_cli_waits_for_its_gpu(tmp_path: Path) -> None:
         thread.join()
         assert seen == ["Initialized"]  # it waited, unclaimed, until GPU 0 was free
         assert app.store.get_job(waiter).params["gpus"] == [0]
+        # an evaluation takes a free GPU, or goes on at once on the CPU; a simulated one means the CPU
+        res = app.client.post("/models/images/classification/evaluate.json", data={"job_id": waiter, "split": "val"})
+        assert res.status_code == 200, res.text
+        evaluation = res.json()["id"]
+        assert run_job(app.settings, evaluation) == "Done"
+        params = app.store.get_job(evaluation).params
+        assert params["gpus"] == [0] and params["run_device"] == "cpu"
+        res = app.client.post(
+            "/models/images/classification/classify_one.json",
+            data={"job_id": waiter, "image_path": str(next(folder.rglob("*.png")))},
+        )
+        assert res.status_code == 200 and len(res.json()["predictions"]) == 2, res.text
     finally:
         app.close()
+
+
+def test_classification_takes_a_free_gpu_or_the_cpu(tmp_path: Path) -> None:
+    from kiln.hardware import Gpu
+    from kiln.store import Store
+
+    store = Store(tmp_path / "kiln.db")
+    real = Inventory((Gpu(0, "A", 1 << 34, nvml=0), Gpu(1, "B", 1 << 34, nvml=1)))
+    assert gpus.inference_device(store, real) == "cuda:0"
+    holder = store.create_job("model", "m", {"gpus": [0], "resources": {"share": True}}, None)
+    store.set_status(holder, "Running", pid=1)
+    assert gpus.inference_device(store, real) == "cuda:1"  # a GPU a job holds is left alone, shared or not
+    other = store.create_job("model", "n", {"gpus": [1]}, None)
+    store.set_status(other, "Running", pid=1)
+    assert gpus.inference_device(store, real) == "cpu"  # none free: the CPU, at once
+    assert gpus.inference_device(store, Inventory()) == "cpu"
+    assert gpus.inference_device(store, FOUR) == "cpu"  # simulated GPUs
+    store.close()
 
 
 def test_form_offers_every_gpu_of_the_inventory(tmp_path: Path) -> None:
