@@ -22,6 +22,7 @@ import torch
 from kiln.preprocess import Preprocess
 from kiln.training.augment import Augmenter
 from kiln.training.config import TrainConfig
+from kiln.training.entry_decode import decode_entry
 
 
 class Draws(NamedTuple):
@@ -72,10 +73,11 @@ def crop_one(image: np.ndarray, top: int, left: int, size: int | None, flip: boo
 
 
 def crop_into(out: np.ndarray, images: Any, index: np.ndarray, size: int | None, draws: Draws | None) -> None:
-    """out[j] = image index[j] of ``images`` (an array, a memmap or EncodedImages), cropped and mirrored."""
-    as_array = isinstance(images, np.ndarray)
+    """out[j] = image index[j] of ``images`` (an array, a memmap, or EncodedImages: decoded here),
+    cropped and mirrored."""
+    encoded = None if isinstance(images, np.ndarray) else getattr(images, "encoded", None)
     for j, i in enumerate(index):
-        image = images[i] if as_array else images[int(i)]  # EncodedImages decodes one image
+        image = images[i] if encoded is None else decode_entry(encoded(int(i)), images.shape)
         if draws is None:
             out[j] = image
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import multiprocessing
 import os
 import signal
@@ -19,7 +20,9 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from PIL import Image
 
+from kiln.datasets.images import decode_image, encode_image
 from kiln.datasets.pack import build_dataset
 from kiln.datasets.reader import PackedDataset
 from kiln.datasets.spec import DatasetSpec
@@ -30,6 +33,7 @@ from kiln.training.augment import Augmenter
 from kiln.training.config import TrainConfig
 from kiln.training.crop_mirror import CropPlan, Draws, TrainInput, crop_one
 from kiln.training.decode_pool import FeedWorkerError, feed_workers
+from kiln.training.entry_decode import decode_entry
 from kiln.training.feeder import FeedBatch, Feeder
 from kiln.training.loop import train
 from tests.datasets.conftest import make_classes
@@ -97,6 +101,30 @@ def test_crop_one_is_the_numpy_reference_at_every_offset() -> None:
             for flip in (False, True):
                 got = crop_one(image, top, left, size, flip)
                 assert np.array_equal(got, reference_crop(image, top, left, size, flip)), (top, left, flip)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("fmt", ["jpg", "png"])
+def test_the_entry_decoder_gives_the_pixels_of_decode_image(fmt: str, channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    for h, w in ((20, 24), (1, 1), (33, 17)):
+        data = encode_image(rng.integers(0, 256, (h, w, channels), dtype=np.uint8), fmt)
+        assert np.array_equal(decode_entry(data, (h, w, channels)), decode_image(data, channels))
+    with pytest.raises(Exception, match="cannot identify image"):  # not an image: the general decoder's error
+        decode_entry(b"not an image", (4, 4, 3))
+
+
+def test_entries_kiln_did_not_write_fall_back_to_decode_image() -> None:
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 4, (6, 5), dtype=np.uint8), "P").save(buffer, format="PNG")  # a palette
+    palette = buffer.getvalue()
+    assert np.array_equal(decode_entry(palette, (6, 5, 3)), decode_image(palette, 3))
+    rgb = encode_image(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), "png")
+    damaged = bytearray(rgb)
+    damaged[rgb.index(b"IDAT") + 6] ^= 0xFF  # a flipped byte: the chunk's CRC no longer matches
+    with pytest.raises(Exception, match="(?i)crc|broken|error"):
+        decode_entry(bytes(damaged), (6, 5, 3))
 
 
 @pytest.mark.parametrize("encoding", ["none", "png", "jpg"])
