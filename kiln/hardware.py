@@ -178,12 +178,15 @@ def _role(proc: psutil.Process) -> str:
         return "?"
 
 
-def snapshot(root: psutil.Process, gpus: list[int] | None, cache: dict[int, psutil.Process]) -> dict[str, Any]:
-    """One reading of the hardware panel: the job's GPUs and its processes."""
+def snapshot(root: psutil.Process, gpus: dict[int, int] | None, cache: dict[int, psutil.Process]) -> dict[str, Any]:
+    """One reading of the hardware panel: the job's GPUs ({NVML index: kiln's index}) and its processes."""
     procs = process_stats(root, cache)
+    readings = gpu_stats(list(gpus)) if gpus else []
+    for entry in readings:
+        entry["index"] = (gpus or {}).get(entry["index"], entry["index"])
     return {
         "ts": time.time(),
-        "gpus": gpu_stats(gpus) if gpus else [],
+        "gpus": readings,
         "processes": procs,
         "cpu_percent": round(sum(p["cpu_percent"] for p in procs), 1),
         "rss": sum(p["rss"] for p in procs),
@@ -194,7 +197,7 @@ def snapshot(root: psutil.Process, gpus: list[int] | None, cache: dict[int, psut
 class Sampler:
     """A worker's thread writing its job's hardware panel to ``<job dir>/hardware.json``."""
 
-    def __init__(self, job_dir: Path, gpus: list[int] | None = None, every_s: float = SAMPLE_EVERY_S) -> None:
+    def __init__(self, job_dir: Path, gpus: dict[int, int] | None = None, every_s: float = SAMPLE_EVERY_S) -> None:
         self.path = Path(job_dir) / HARDWARE_JSON
         self.gpus = gpus
         self.every_s = every_s

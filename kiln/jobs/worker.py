@@ -119,7 +119,8 @@ def _panel(job: Job, job_dir: Path, settings: Settings) -> contextlib.AbstractCo
 
     mine = [int(g) for g in job.params.get("gpus") or ()]
     inventory = gpus_mod.Inventory.detect(settings)
-    return Sampler(job_dir, inventory.nvml_ids(mine) if inventory.real else None)
+    by_nvml = {g.nvml: g.index for g in inventory.gpus if g.index in mine}
+    return Sampler(job_dir, by_nvml if inventory.real else None)
 
 
 def _dispatch(

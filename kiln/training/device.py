@@ -48,7 +48,8 @@ class Hardware:
             return x.contiguous(memory_format=torch.channels_last)
         # a 1-channel channels_last batch is "contiguous" too, and convolutions would follow its
         # strides into channels_last: give it plain NCHW strides
-        plain, step = [], 1
+        plain: list[int] = []
+        step = 1
         for size in reversed(x.shape):
             plain.insert(0, step)
             step *= size

@@ -8,7 +8,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import psutil
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
@@ -236,48 +235,19 @@ def metrics_json(job_id: str, store: StoreDep) -> dict[str, Any]:
 
 
 @router.get("/models/{job_id}/hardware.json")
-def hardware(job_id: str, store: StoreDep) -> dict[str, Any]:
-    """CPU % and RSS of the worker (and its GPU memory when it uses one)."""
+def hardware(job_id: str, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    """The hardware panel as the job's worker last sampled it (kiln.hardware): its GPUs from NVML
+    (utilisation, memory, temperature) and its processes' CPU and memory. The server only reads
+    that file: it never touches a GPU."""
+    from kiln.hardware import read_panel
+
     job = job_or_404(store, job_id, "model")
-    out: dict[str, Any] = {"pid": job.pid, "running": job.status == "Running"}
-    if job.pid and job.status == "Running":
-        try:
-            proc = psutil.Process(job.pid)
-            out.update(
-                cpu_percent=proc.cpu_percent(interval=0.2),
-                rss=proc.memory_info().rss,
-                memory_percent=round(proc.memory_percent(), 2),
-                threads=proc.num_threads(),
-            )
-        except psutil.Error:
-            pass
-    out["gpus"] = _gpus()
+    out: dict[str, Any] = {"pid": job.pid, "running": job.status == "Running", "gpus": [], "processes": []}
+    panel = read_panel(settings.jobs_dir / job.id) if out["running"] else None
+    if panel:
+        out.update(panel)
+        out["memory_percent"] = round(100 * panel["rss"] / max(1, panel["memory_total"]), 2)
     return out
-
-
-def _gpus() -> list[dict[str, Any]]:
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return []
-        gpus = []
-        for i in range(torch.cuda.device_count()):
-            free, total = torch.cuda.mem_get_info(i)
-            gpu = {
-                "index": i,
-                "name": torch.cuda.get_device_name(i),
-                "memory_used": total - free,
-                "memory_total": total,
-            }
-            try:
-                gpu["utilization"] = torch.cuda.utilization(i)
-            except Exception:  # needs NVML; memory alone is still worth showing
-                pass
-            gpus.append(gpu)
-        return gpus
-    except Exception:
-        return []
 
 
 @router.get("/models/{job_id}")

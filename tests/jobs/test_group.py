@@ -104,6 +104,16 @@ def test_a_group_aborts_as_one_and_resumes(tmp_path: Path) -> None:
         family = _family(app.store.get_job(job_id).pid)
         seen += family
         assert len(_ranks(family)) == 2, [p.cmdline() for p in family]
+
+        def panel_names() -> list[str]:  # the hardware panel, as the worker sampled it (no GPU here)
+            panel = app.client.get(f"/models/{job_id}/hardware.json").json()
+            assert panel["running"] and panel["gpus"] == []
+            return sorted(p["name"] for p in panel["processes"])
+
+        _wait_for(
+            "every process of the group on the panel",
+            lambda: panel_names() == ["rank 0", "rank 1", "torchrun", "worker"],
+        )
         assert app.client.post(f"/models/{job_id}/abort").status_code == 200
         assert app.wait_job(job_id, 60)["status"] == "Aborted"
         _, alive = psutil.wait_procs(family[1:], timeout=15)

@@ -375,8 +375,16 @@ kiln.hardware = async (jobId) => {
   const h = await (await fetch(`/models/${jobId}/hardware.json`)).json();
   const el = document.getElementById("hardware-body");
   if (!h.running) { el.textContent = "Not running."; return false; }
-  let html = h.rss ? `<p>Process #${h.pid}: CPU ${h.cpu_percent.toFixed(0)}%, memory ${(h.rss / 2 ** 20).toFixed(0)} MB (${h.memory_percent}%)</p>` : "";
-  for (const g of h.gpus) html += `<p>${kiln.esc(g.name)} (#${g.index}): ${(g.memory_used / 2 ** 30).toFixed(1)} / ${(g.memory_total / 2 ** 30).toFixed(1)} GB${g.utilization !== undefined ? `, utilization ${g.utilization}%` : ""}</p>`;
+  if (!h.processes.length) { el.textContent = "Waiting for the worker's first reading."; return true; }
+  // what the job's worker sampled (NVML for its GPUs, psutil for its processes): DIGITS' panel
+  let html = "";
+  for (const g of h.gpus) {
+    html += `<p class="gpu">${kiln.esc(g.name)} (#${g.index}): memory ${(g.memory_used / 2 ** 30).toFixed(1)} / ${(g.memory_total / 2 ** 30).toFixed(1)} GB (${Math.round(100 * g.memory_used / g.memory_total)}%)` +
+      `${g.utilization !== undefined ? `, utilization ${g.utilization}%` : ""}${g.temperature !== undefined ? `, ${g.temperature} °C` : ""}</p>`;
+  }
+  html += `<p>CPU ${h.cpu_percent.toFixed(0)}%, memory ${(h.rss / 2 ** 20).toFixed(0)} MB (${h.memory_percent}%)</p>`;
+  html += `<table class="history" id="hardware-processes">${h.processes.map((p) =>
+    `<tr><td>${kiln.esc(p.name)} #${p.pid}</td><td>CPU ${p.cpu_percent.toFixed(0)}%</td><td>${(p.rss / 2 ** 20).toFixed(0)} MB</td></tr>`).join("")}</table>`;
   el.innerHTML = html;
   return true;
 };
