@@ -60,6 +60,7 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_dataset.py
 	$(BIN)/python bench/bench_train.py
+	nice $(BIN)/python bench/bench_feed.py
 	$(BIN)/python bench/bench_export.py
 
 clean:
