@@ -93,7 +93,7 @@ def _take_gpus_here(store: Store, job_id: str, settings: Settings, reporter: Sto
     while True:
         job = store.get_job(job_id)
         if job is None or job.abort_requested or job.status not in ("Initialized", "Waiting"):
-            return job is not None and not job.abort_requested
+            return job is not None  # an abort asked meanwhile: the claim records it
         request = gpus_mod.job_request(job)
         problem = request.problem(inventory)
         if problem is not None:

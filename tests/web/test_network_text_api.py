@@ -212,8 +212,11 @@ def test_a_custom_prototxt_trains_and_its_page_shows_its_layers(kiln: Kiln, temp
 
 
 def test_pretrained_and_python_networks_are_refused(kiln: Kiln, template: dict[str, Any]) -> None:
-    pretrained = _model(kiln.client, template["three"], method="pretrained")
-    assert pretrained.status_code == 400 and "method" in pretrained.json()["errors"]
+    pretrained = _model(kiln.client, template["three"], method="pretrained")  # without pretrained_networks
+    assert (
+        pretrained.status_code == 400
+        and "Pick a pretrained model." in pretrained.json()["errors"]["pretrained_networks"]
+    )
     python = {"method": "custom", "network_language": "python", "custom_network": PYTHON_NET}
     created = _model(kiln.client, template["three"], **python)
     assert created.status_code == 400
