@@ -1,7 +1,7 @@
 """`make lab`: run examples/lab.ipynb headless and keep the executed copy with its plots.
 
     make lab                      # the full lab (full MNIST, 10 epochs): tens of minutes on 2 cores
-    KILN_LAB_QUICK=1 make lab     # a subset and 2 epochs: a few minutes (tests/test_lab.py)
+    KILN_LAB_QUICK=1 make lab     # a subset and 1 epoch: a few minutes (tests/test_lab.py)
 
 Unless KILN_URL names a running kiln, one is started on a scratch data dir (removed afterwards;
 KILN_LAB_KEEP=1 keeps it) and stopped at the end. MNIST's folders come from `kiln data mnist`

@@ -1,6 +1,6 @@
 """`make lab`: examples/lab.ipynb executed headless by examples/run_lab.py against a kiln it starts.
 
-The quick lab (KILN_LAB_QUICK=1: an MNIST subset, 2 epochs) is the slow test of the suite: it runs
+The quick lab (KILN_LAB_QUICK=1: an MNIST subset, 1 epoch) is the slow test of the suite: it runs
 every cell, keeps the plots in the executed copy, and its last cell asserts the lab's story
 (inverted copies raise dark-on-light accuracy). A failing cell fails the run.
 """
