@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Red
 
 from kiln.jobs import actions
 from kiln.jobs.errors import ActionError, UserFacingError
-from kiln.store import ACTIVE, Job, Store, elapsed, eta
+from kiln.store import ACTIVE, PRETRAINED, Job, Store, elapsed, eta
 from kiln.web.deps import SettingsDep, StoreDep, UserDep, job_or_404
 from kiln.web.formatting import duration
 from kiln.web.payloads import TYPE_NAMES, row
@@ -184,6 +184,8 @@ async def group(request: Request, store: StoreDep, user: UserDep) -> Response:
 def clone(job_id: str, store: StoreDep, user: UserDep) -> Response:
     with refusals():
         job = actions.get_job(store, job_id)
+    if job.type == PRETRAINED:  # DIGITS could not clone one: start a new model from it instead
+        return RedirectResponse(f"{NEW_PAGES['model']}?pretrained_networks={job_id}", status_code=302)
     if job.type not in NEW_PAGES:  # an evaluation: evaluate again from its model's page
         return RedirectResponse(f"/models/{job.params.get('model_id', '')}#evaluate", status_code=302)
     return RedirectResponse(f"{NEW_PAGES[job.type]}?clone={job_id}", status_code=302)

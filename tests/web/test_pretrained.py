@@ -110,6 +110,8 @@ def test_rename_and_delete(app: tuple[Kiln, dict[str, Any]]) -> None:
     kiln, t = app
     pre_id = kiln.client.post(f"/models/{t['model']}/to_pretrained", headers=JSON).json()["id"]
     assert kiln.client.put(f"/jobs/{pre_id}", data={"job_name": "renamed"}).status_code == 200
+    clone = kiln.client.post(f"/clone/{pre_id}")  # a pretrained model clones into a new model started from it
+    assert clone.status_code == 302 and clone.headers["location"].endswith(f"?pretrained_networks={pre_id}")
     assert kiln.client.get(f"/pretrained_models/{pre_id}.json").json()["name"] == "renamed"
     assert kiln.as_user("bob").delete(f"/pretrained_models/{pre_id}").status_code == 403
     assert kiln.client.delete(f"/pretrained_models/{pre_id}").text == "Job deleted."
