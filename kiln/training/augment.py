@@ -67,6 +67,14 @@ FIELDS = {
             low=0,
             high=1,
         ),
+        Field(
+            "aug_clean",
+            "Left unaugmented (share)",
+            float,
+            "share of images that skip the shape and photo augmentations (flips, turns and inversion still apply)",
+            low=0,
+            high=1,
+        ),
         Field("aug_hsv_use", "HSV shifting", bool, "random hue/saturation/value shifts (colour images)"),
         Field("aug_hsv_h", "Hue", float, "HSV: hue shift stddev", low=0, high=0.5),
         Field("aug_hsv_s", "Saturation", float, "HSV: saturation shift stddev", low=0, high=0.5),
@@ -94,7 +102,7 @@ class Augmenter:
         self.rotation, self.scale = float(c.aug_rot), float(c.aug_scale)
         self.noise, self.contrast, self.invert = float(c.aug_noise), float(c.aug_contrast), float(c.aug_invert)
         self.shift, self.shear, self.stroke = float(c.aug_shift), float(c.aug_shear), float(c.aug_stroke)
-        self.blur, self.brightness = float(c.aug_blur), float(c.aug_brightness)
+        self.blur, self.brightness, self.clean = float(c.aug_blur), float(c.aug_brightness), float(c.aug_clean)
         self.hsv = (c.aug_hsv_h, c.aug_hsv_s, c.aug_hsv_v) if c.aug_hsv_use and channels == 3 else None
         self.notes: list[str] = []  # what was asked for but cannot apply to these images
         if c.aug_hsv_use and channels != 3:
@@ -137,6 +145,7 @@ class Augmenter:
             (f"blur sigma ≤{self.blur:g} px" if self.blur else ""),
             ("HSV shifts" if self.hsv is not None else ""),
             (f"noise stddev {self.noise:g}" if self.noise else ""),
+            (f"{self.clean:.0%} of images left unaugmented but for flips, turns and inversion" if self.clean else ""),
         ]
         return ", ".join(p for p in parts if p) or "none"
 
@@ -148,11 +157,13 @@ class Augmenter:
         draw = _Draws(generator, x)
         x = self._flip(x, draw)
         x = self._quarter_turn(x, draw)
+        if self.invert:  # before the rest, whose random ranges are the same for either polarity
+            x = torch.where(draw.uniform() < self.invert, 255 - x, x)
+        keep = draw.uniform() < self.clean if self.clean else None
+        before = x
         if self.stroke:
             x = stroke_width(x, (draw.uniform() * 2 - 1) * self.stroke)
         x = self._rotate_scale(x, draw)
-        if self.invert:
-            x = torch.where(draw.uniform() < self.invert, 255 - x, x)
         if self.contrast:
             x = self._contrast(x, draw)
         if self.brightness:
@@ -163,7 +174,7 @@ class Augmenter:
             x = self._hsv_shift(x, draw)
         if self.noise:
             x = (x + draw.normal(x.shape) * (self.noise * 255)).clamp_(0, 255)
-        return x
+        return x if keep is None else torch.where(keep, before, x)
 
     def _flip(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
         if self.flip_lr:

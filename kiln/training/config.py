@@ -51,6 +51,7 @@ class TrainConfig:
     aug_stroke: float = 0.0  # +- pixels of grey dilation / erosion
     aug_blur: float = 0.0  # max gaussian sigma, pixels
     aug_brightness: float = 0.0  # shift from U[-b, b] of 255
+    aug_clean: float = 0.0  # share of images that skip the shape and photo augmentations
     aug_hsv_use: bool = False
     aug_hsv_h: float = 0.02
     aug_hsv_s: float = 0.04

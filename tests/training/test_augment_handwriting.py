@@ -124,6 +124,17 @@ def test_brightness_shifts_within_the_range() -> None:
     assert torch.equal(out, out[:, :, :1, :1].expand_as(out))  # one shift per image
 
 
+def test_a_share_of_images_stays_clean_but_for_inversion() -> None:
+    x = bar(n=64)
+    shape_and_photo = dict(aug_shift=0.2, aug_stroke=1.0, aug_blur=1.0, aug_contrast=0.5)
+    out = augment(x, aug_clean=0.5, aug_invert=0.5, **shape_and_photo)
+    clean = [i for i in range(64) if torch.equal(out[i], x[i]) or torch.equal(out[i], 255 - x[i])]
+    assert 16 < len(clean) < 48  # about half, each image drawn on its own
+    assert any(torch.equal(out[i], 255 - x[i]) for i in clean)  # inversion still applies to them
+    assert torch.equal(augment(x, aug_clean=1.0, **shape_and_photo), x)
+    assert not Augmenter(TrainConfig(aug_clean=0.5), 1).active  # nothing else asked for: nothing to do
+
+
 @pytest.mark.parametrize(
     "fields, name",
     [
@@ -132,6 +143,7 @@ def test_brightness_shifts_within_the_range() -> None:
         ({"aug_stroke": 4}, "aug_stroke"),
         ({"aug_blur": float("nan")}, "aug_blur"),
         ({"aug_brightness": 2}, "aug_brightness"),
+        ({"aug_clean": 1.5}, "aug_clean"),
     ],
 )
 def test_bad_settings_name_the_field(fields: dict, name: str) -> None:
