@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -239,7 +240,7 @@ class Augmenter:
 def stroke_width(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
     """Grey dilation (amount > 0) or erosion (< 0) by |amount| pixels on each side, per image.
 
-    Whole steps are 3x3 max (or min) pools of the whole batch; a fraction blends two steps. Light
+    Whole steps are 3x3 max (or min) filters of the whole batch; a fraction blends two steps. Light
     strokes on dark grow with dilation, dark strokes on light with erosion: a symmetric range
     thickens and thins both kinds.
     """
@@ -248,28 +249,39 @@ def stroke_width(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
         return x
     grown, shrunk = [x], [x]
     for _ in range(steps):
-        grown.append(F.max_pool2d(grown[-1], 3, 1, 1))
-        shrunk.append(-F.max_pool2d(-shrunk[-1], 3, 1, 1))
-    levels = torch.stack(shrunk[:0:-1] + grown)  # (2 * steps + 1, N, C, H, W): -steps .. +steps
-    position = (amount.view(-1) + steps).clamp(0, 2 * steps)
-    low = position.floor().long().clamp(max=2 * steps - 1)
-    frac = (position - low).view(-1, 1, 1, 1).to(x.dtype)
-    index = torch.arange(x.shape[0], device=x.device)
-    return levels[low, index] * (1 - frac) + levels[low + 1, index] * frac
+        grown.append(_filter3(grown[-1], torch.maximum))
+        shrunk.append(_filter3(shrunk[-1], torch.minimum))
+    # levels -steps .. +steps; each image takes the two around its amount (hat weights, no gather)
+    position = amount.view(-1, 1, 1, 1).to(x.dtype) + steps
+    out = torch.zeros_like(x)
+    for k, level in enumerate(shrunk[:0:-1] + grown):
+        weight = (1 - (position - k).abs()).clamp_(min=0)
+        out.addcmul_(weight.expand_as(level), level)
+    return out
+
+
+def _filter3(x: torch.Tensor, pick: Any) -> torch.Tensor:
+    """3x3 grey max or min filter as two separable passes of slices (max_pool2d is ~3x slower here)."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")  # the edge repeated: the same as ignoring outside
+    rows = pick(pick(p[:, :, :, :-2], p[:, :, :, 1:-1]), p[:, :, :, 2:])
+    return pick(pick(rows[:, :, :-2], rows[:, :, 1:-1]), rows[:, :, 2:])
 
 
 def blur_blend(x: torch.Tensor, sigma: float, strength: torch.Tensor) -> torch.Tensor:
-    """A gaussian blur of ``sigma`` pixels blended in by ``strength`` in [0, 1] per image:
-    one separable convolution for the whole batch, edges repeated."""
-    radius = max(1, int(math.ceil(2.5 * sigma)))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = x.shape[1]
-    padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
-    blurred = F.conv2d(blurred, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
-    return x + (blurred - x) * strength.to(x.dtype)
+    """A gaussian blur of ``sigma`` pixels (taps to 2 sigma) blended in by ``strength`` in [0, 1]
+    per image: two separable passes of shifted slices for the whole batch, edges repeated."""
+    radius = max(1, int(math.ceil(2 * sigma)))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
+    k = (taps / taps.sum()).tolist()
+    h, w = x.shape[2], x.shape[3]
+    p = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    rows = p[:, :, :, :w] * k[0]
+    for i in range(1, 2 * radius + 1):
+        rows.add_(p[:, :, :, i : i + w], alpha=k[i])
+    blurred = rows[:, :, :h] * k[0]
+    for i in range(1, 2 * radius + 1):
+        blurred.add_(rows[:, :, i : i + h], alpha=k[i])
+    return x.lerp(blurred, strength.to(x.dtype))
 
 
 class _Draws:
