@@ -188,14 +188,14 @@ class Subset:
 def stress(work: Path, dataset: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The stress sets of the val split (MNIST's test split), cached in work/stress.npz."""
     cache = work / "stress.npz"
-    labels = np.asarray(dataset.targets("val"))
-    if cache.exists():
+    if cache.exists():  # with its own labels: each packed dataset orders its val split its own way
         with np.load(cache) as z:
-            if set(z.files) == set(STRESSES):
-                return {k: z[k] for k in STRESSES}, labels
+            if set(z.files) == {*STRESSES, "labels"}:
+                return {k: z[k] for k in STRESSES}, z["labels"]
     print("making the stress sets ...", file=sys.stderr, flush=True)
+    labels = np.asarray(dataset.targets("val"))
     sets = make_stress_sets(np.asarray(dataset.images("val")))
-    np.savez_compressed(cache, **sets)
+    np.savez_compressed(cache, labels=labels, **sets)
     return sets, labels
 
 
