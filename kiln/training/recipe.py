@@ -25,17 +25,19 @@ FIELDS = {
     )
 }
 
-# LeNet on MNIST with inverted copies (120,000 images): >= 99.4 % on MNIST's test split and robust
-# to thick and thin strokes, blur, low resolution, shifts, slants and grey paper, in about two
-# minutes on 2 CPU cores. Values as TrainConfig holds them.
+# LeNet on MNIST with inverted copies (120,000 images), measured in docs/benchmarks.md ("Kiln's
+# recipe"): 99.3 % on MNIST's test split (the 99.4 % target is missed: LeNet levels off there at
+# this budget, with or without augmentation), 90-91 % on the all-stresses-at-once sets (thick and
+# thin strokes, blur, low resolution, shifts, slants, grey paper) light on dark and dark on light,
+# where plain training reads 41 %; about 3 minutes on 2 CPU cores. Values as TrainConfig holds them.
 KILN_RECIPES: dict[str, dict[str, Any]] = {
     "lenet": {
-        "train_epochs": 3.0,
-        "batch_size": 128,
+        "train_epochs": 4.0,  # 3 epochs: 99.2 %; 6 epochs: no better than 4
+        "batch_size": 256,  # the fastest batch per image on 2 cores (oneDNN, channels_last)
         "solver_type": "ADAM",
-        "learning_rate": 0.002,
+        "learning_rate": 0.003,
         "lr_policy": "cosine",
-        "use_mean": "pixel",
+        "use_mean": "pixel",  # one mean for either polarity
         "aug_rot": 12.0,
         "aug_scale": 0.1,
         "aug_shear": 10.0,
@@ -45,6 +47,7 @@ KILN_RECIPES: dict[str, dict[str, Any]] = {
         "aug_contrast": 0.5,
         "aug_brightness": 0.2,
         "aug_invert": 0.5,
+        "aug_clean": 0.3,  # crisp images too: +0.15-0.3 points on MNIST's test split
     },
 }
 
