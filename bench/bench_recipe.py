@@ -7,6 +7,7 @@ centre, rotated/scaled/sheared, filling the frame, grey paper, and all of them a
     python bench/bench_recipe.py --candidates kiln --seeds 1,2,3,4,5           # seed-to-seed spread
     python bench/bench_recipe.py --lab                                         # the lab's table
     python bench/bench_recipe.py --render [--write-docs]                       # tables from the cache
+    python bench/bench_recipe.py --ceiling                                     # ms per training step
 
 Every run trains with kiln.training.loop.train(), exactly as a model job does, on a packed
 dataset built by kiln's own dataset job code from the MNIST image folders (`inverted`: full MNIST
@@ -263,27 +264,91 @@ def save(work: Path, row: dict[str, Any]) -> None:
     atomic_write_text(cache, json.dumps(rows, indent=1))
 
 
+# -- the compute ceiling -------------------------------------------------------------------------
+def ceiling(variants: str = "lenet,lenet:w32/64,custom:lenet-75-100") -> list[str]:
+    """Milliseconds per training step (forward, backward, Adam) of each network on random 28x28
+    images, per batch size and memory format: the most images per second any recipe can have here."""
+    import torch
+
+    from kiln.networks.definition import NetworkDef
+    from kiln.training.config import TrainConfig
+    from kiln.training.solvers import make_optimizer
+
+    lines = ["| network | batch | layout | ms per step | images/s |", "|---|---|---|---|---|"]
+    for variant in variants.split(","):
+        values: dict[str, Any] = {"network": variant}
+        if variant.startswith("custom:"):
+            from bench_train import variant_text
+
+            values = {"network": "custom", "network_text": variant_text()}
+        elif variant.startswith("lenet:"):
+            values = {"network": "custom", "network_text": lenet_text(variant[6:])}
+        config = TrainConfig(**values, solver_type="ADAM", learning_rate=0.001)
+        for batch in (128, 256, 512):
+            for layout in (torch.channels_last, torch.contiguous_format):
+                torch.manual_seed(0)
+                model = NetworkDef.of_config(config).build(10, (1, 28, 28)).to(memory_format=layout)
+                optimizer = make_optimizer(model, config)
+                x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=layout)
+                y = torch.randint(0, 10, (batch,))
+                times = []
+                for _ in range(15):
+                    started = time.perf_counter()
+                    optimizer.zero_grad(set_to_none=True)
+                    torch.nn.functional.cross_entropy(model(x), y).backward()
+                    optimizer.step()
+                    times.append(time.perf_counter() - started)
+                ms = 1000 * statistics.median(times[3:])
+                name = "channels_last" if layout == torch.channels_last else "NCHW"
+                lines.append(f"| {variant} | {batch} | {name} | {ms:.0f} | {batch / ms * 1000:,.0f} |")
+                print(lines[-1], flush=True)
+    return lines
+
+
 # -- reports -------------------------------------------------------------------------------------
 COLUMNS = list(STRESSES)
 
 
 def table(rows: list[dict[str, Any]], first: str, name: Any) -> list[str]:
-    head = [first, "train images x epochs", *COLUMNS, "wall s"]
+    head = [first, "train images x epochs", *COLUMNS, "wall s", "load"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [name(r), f"{r['train_images']:,} x {r['epochs']:g}"]
-        cells += [f"{r['accuracy'][c]:.2f}" for c in COLUMNS] + [f"{r['wall_s']:.0f}"]
+        cells += [f"{r['accuracy'][c]:.2f}" for c in COLUMNS] + [f"{r['wall_s']:.0f}", f"{r['load_before']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
+def changes(row: dict[str, Any]) -> dict[str, Any]:
+    """What a run changed from its candidate as it stands now (for "kiln": the recipe kiln ships
+    today, so rows measured with an earlier recipe show how they differ from it)."""
+    from dataclasses import asdict
+
+    from kiln.training.config import TrainConfig
+
+    if row["candidate"] != "kiln":
+        return row["extra"]
+    defaults = asdict(TrainConfig())
+    now = {**defaults, **BASE, **CANDIDATES["kiln"][1]}
+    ran = {**defaults, **row["values"], "network": row["extra"].get("network", row["values"]["network"])}
+    skip = {"random_seed", "network_text", "extra"}
+    outside = {k: v for k, v in row["extra"].items() if k not in now}  # e.g. a prototype's "ema"
+    return {**{k: ran[k] for k in now if k not in skip and ran.get(k) != now[k]}, **outside}
+
+
+def name_of(row: dict[str, Any]) -> str:
+    diff = changes(row)
+    return f"{row['candidate']} ({row['data']}, {row['seed']}{', ' + json.dumps(diff) if diff else ''})"
+
+
 def spread(rows: list[dict[str, Any]]) -> list[str]:
-    """Mean, min and max over the seeds of kiln's recipe on full MNIST with inverted copies."""
-    runs = [
-        r
+    """Mean, min and max over the seeds of kiln's recipe (as shipped) on full MNIST with inverted copies."""
+    by_seed = {  # the newest run of each seed
+        r["seed"]: r
         for r in rows
-        if r["candidate"] == "kiln" and r["data"] == "inverted" and r["train_images"] == 120000 and not r["extra"]
-    ]
+        if r["candidate"] == "kiln" and r["data"] == "inverted" and r["train_images"] == 120000 and not changes(r)
+    }
+    runs = list(by_seed.values())
     if len(runs) < 2:
         return []
     lines = [f"| over {len(runs)} seeds | " + " | ".join(COLUMNS) + " | wall s |", "|" + "---|" * (len(COLUMNS) + 2)]
@@ -297,17 +362,12 @@ def render(rows: list[dict[str, Any]]) -> str:
     described = "\n".join(f"- `{name}`: {what}" for name, (what, _) in CANDIDATES.items())
     stresses = "\n".join(f"- `{name}`: {what}" for name, (what, _) in STRESSES.items())
     every = sorted(rows, key=lambda r: (r["data"], r["train_images"], r["candidate"], r["seed"]))
-    lab = [
-        next(
-            (
-                r
-                for r in rows
-                if (r["candidate"], r["data"], r["extra"], r["seed"]) == (c, d, e, 1) and not r.get("subset", True)
-            ),
-            None,
-        )
-        for _, c, d, e in LAB
-    ]
+    lab: dict[str, dict[str, Any]] = {}  # the lab's rows: the newest seed-1 full-size run of each
+    for name, c, d, e in LAB:
+        for r in rows:
+            kiln_now = not changes(r) if c == "kiln" else r["extra"] == e
+            if (r["candidate"], r["data"], r["seed"]) == (c, d, 1) and kiln_now and not r.get("subset", True):
+                lab[name] = r
     out = [
         "## Kiln's recipe",
         "",
@@ -319,18 +379,10 @@ def render(rows: list[dict[str, Any]]) -> str:
         "",
     ]
     out += ["Every run (accuracy in %, seed 1 unless a row says otherwise):", ""]
-    out += table(
-        every,
-        "candidate (data, seed)",
-        lambda r: f"{r['candidate']} ({r['data']}, {r['seed']}{', ' + json.dumps(r['extra']) if r['extra'] else ''})",
-    )
-    if any(lab):
-        out += ["", "The lab's table:", ""]
-        out += table(
-            [r for r in lab if r],
-            "model",
-            lambda r: next(name for name, c, d, e in LAB if (c, d, e) == (r["candidate"], r["data"], r["extra"])),
-        )
+    out += table(every, "candidate (data, seed, changes)", name_of)
+    if lab:
+        names = {id(r): name for name, r in lab.items()}
+        out += ["", "The lab's table:", ""] + table(list(lab.values()), "model", lambda r: names[id(r)])
     if spread(rows):
         out += ["", "Kiln's recipe on full MNIST with inverted copies, seed to seed:", ""] + spread(rows)
     return "\n".join(out) + "\n"
@@ -350,12 +402,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, help="override the candidates' epochs")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="extra TrainConfig values")
     parser.add_argument("--lab", action="store_true", help="run the lab's table")
+    parser.add_argument("--ceiling", action="store_true", help="ms per training step of LeNet and its variants")
     parser.add_argument("--render", action="store_true")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     extra = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
+    if args.ceiling:
+        (work / "ceiling.md").write_text("\n".join(ceiling()) + "\n")
+        return
     if args.lab:
         plan = [(c, d, 1, {**e, **extra}) for _, c, d, e in LAB]
     elif not args.render:
