@@ -378,7 +378,11 @@ def render(rows: list[dict[str, Any]]) -> str:
         stresses,
         "",
     ]
-    out += ["Every run (accuracy in %, seed 1 unless a row says otherwise):", ""]
+    out += [
+        "Every run (accuracy in %; for `kiln` rows, the changes are what the run set differently from the",
+        "recipe kiln ships now; `load`: the load average when the run started):",
+        "",
+    ]
     out += table(every, "candidate (data, seed, changes)", name_of)
     if lab:
         names = {id(r): name for name, r in lab.items()}
