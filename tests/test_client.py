@@ -33,7 +33,7 @@ from kiln.client import (
     WaitTimeout,
     labelled_zip,
 )
-from kiln.client.errors import Busy, ServerError, error_for
+from kiln.client.errors import Busy, ServerError, TooManyRequests, error_for
 from kiln.client.progress import TextBar
 from tests.conftest import _free_port, start_server, stop_server, write_class_folder
 
@@ -413,6 +413,7 @@ def test_busy_answers_are_retried_then_raised() -> None:
         (404, b'{"error": "Job not found."}', NotFound, "Job not found.", False),
         (403, b"Job aborted.", Forbidden, "Job aborted.", False),
         (503, b'{"error": {"message": "busy, retry", "type": "Unavailable"}}', Busy, "busy, retry", False),
+        (429, b'{"error": {"message": "try again in 30 s.", "type": "TooManyRequests"}}', TooManyRequests, "30 s", False),
         (500, b"<html>oops</html>", ServerError, "HTML page", False),
         (418, b"", KilnError, "HTTP 418", False),
     ],

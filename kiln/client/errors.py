@@ -59,6 +59,10 @@ class Unprocessable(KilnError):
     """422: the server understood but cannot do it (a network that does not export)."""
 
 
+class TooManyRequests(KilnError):
+    """429: too many failed logins as that user; the message says when to try again."""
+
+
 class Busy(KilnError):
     """503: the server's heavy-work queue is full; the client already retried a few times."""
 
@@ -90,6 +94,7 @@ BY_STATUS: dict[int, type[KilnError]] = {
     404: NotFound,
     413: TooLarge,
     422: Unprocessable,
+    429: TooManyRequests,
     503: Busy,
 }
 

@@ -17,6 +17,7 @@ import kiln
 from kiln.accounts import SessionSigner, load_secret
 from kiln.config import Settings
 from kiln.jobs.scheduler import Scheduler
+from kiln.login_throttle import LoginThrottle
 from kiln.web import formatting, offload, security
 from kiln.web.deps import LoginRequired, check_access, current_user, wants_json
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, run_scheduler: bool = True) -> 
     app.state.settings = settings
     app.state.session_signer = SessionSigner(load_secret(settings.data_dir))  # secret.key, 0600, made on first start
     app.state.scheduler = Scheduler(settings)
+    app.state.login_throttle = LoginThrottle()
     app.state.templates = _templates()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _error_handlers(app)

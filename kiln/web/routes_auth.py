@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from kiln.accounts import SESSION_SECONDS, AccountError, LoginFailed, User
 from kiln.jobs.errors import UserFacingError
+from kiln.web import security
 from kiln.web.deps import SESSION_COOKIE, AccountsDep, AdminDep, UserDep, current_user, signer, wants_json
 
 router = APIRouter(tags=["auth"])
@@ -25,8 +26,8 @@ def _safe_next(target: str | None) -> str:
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict"}
-    return JSONResponse({"error": {"message": message, "type": names.get(status, "Error")}}, status_code=status)
+    body = {"error": {"message": message, "type": security.ERROR_TYPES.get(status, "Error")}}
+    return JSONResponse(body, status_code=status)
 
 
 def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
@@ -55,12 +56,22 @@ def login(
     """A sync route: the password hash is checked on a worker thread, never on the event loop."""
     target = _safe_next(next or request.query_params.get("next"))
     mode = request.app.state.settings.auth_mode
+    throttle = request.app.state.login_throttle  # kiln.login_throttle: failed logins per name
     try:
-        user = accounts.login(username, password, mode)
+        wait = throttle.wait_for(username)
+        if wait:
+            raise LoginFailed(f"Too many failed logins as {username.strip()}: try again in {wait} s.", 429)
+        try:
+            user = accounts.login(username, password, mode)
+        except LoginFailed as exc:
+            if exc.status == 401 and password:  # a wrong guess; an empty password guesses nothing
+                throttle.failed(username)
+            raise
     except LoginFailed as exc:
         if wants_json(request):
             return _error(exc.status, exc.message)
         return _login_page(request, accounts, target, exc.message, exc.status)
+    throttle.succeeded(username)
     _end_current_session(request, accounts)
     session_id = accounts.create_session(user.name, with_password=bool(password))
     if wants_json(request):

@@ -450,6 +450,28 @@ def test_login_failures_say_why_in_kilns_shape(accounts_world: World) -> None:
     assert ok.status_code == 200 and ok.json() == {"username": "alice", "is_admin": False}
 
 
+def test_failed_logins_lock_that_name_for_a_while(accounts_world: World) -> None:
+    """Five wrong passwords for alice: the next try is a 429 before any password is checked, even
+    with the right one; bob logs in as usual; once the window has passed, alice does too."""
+    from kiln.login_throttle import LIMIT, WINDOW
+
+    w, json_ = accounts_world, {"Accept": "application/json"}
+    c = client(w.app)
+    for _ in range(LIMIT):
+        assert c.post("/login", data={"username": "alice", "password": "guess"}, headers=json_).status_code == 401
+    locked = c.post("/login", data={"username": "alice", "password": PASSWORD}, headers=json_)
+    error = locked.json()["error"]
+    assert locked.status_code == 429 and error["type"] == "TooManyRequests" and "kiln_session" not in locked.cookies
+    assert error["message"].startswith("Too many failed logins as alice: try again in ")
+    page = c.post("/login", data={"username": "alice", "password": PASSWORD})
+    assert page.status_code == 429 and 'id="login-error"' in page.text and "Too many failed logins" in page.text
+    login(w.app, "bob", PASSWORD)  # another name is not affected
+    throttle = w.app.state.login_throttle
+    later = throttle.clock() + WINDOW + 1
+    throttle.clock = lambda: later
+    login(w.app, "alice", PASSWORD)
+
+
 def test_the_session_cookie_is_signed_httponly_lax(accounts_world: World) -> None:
     res = client(accounts_world.app).post("/login", data={"username": "alice", "password": PASSWORD})
     cookie = res.headers["set-cookie"]
