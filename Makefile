@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/python -m kiln.docs_gen --check
 
 test: $(STAMP) test-deps lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lock: $(STAMP)
 	$(BIN)/pip install --quiet pip-tools
