@@ -105,15 +105,16 @@ def test_serving_on_the_network_requires_data_roots(tmp_path: Path) -> None:
 def test_recipe_fills_the_form_and_flags_still_win() -> None:
     from kiln.cli import build_parser
     from kiln.cli_models import form_from_args
-    from kiln.training.recipe import apply_to_form
+    from kiln.training.recipe import KILN_RECIPES, apply_to_form
 
     args = build_parser().parse_args(["train", "--dataset", "d", "--name", "n", "--recipe", "--epochs", "5"])
     form = apply_to_form(form_from_args(args, "d"))  # as the model form does
+    lenet = KILN_RECIPES["lenet"]
     assert (form["recipe"], form["solver_type"], form["lr_policy"], form["batch_size"]) == (
         "kiln",
-        "ADAM",
-        "cosine",
-        "128",
+        lenet["solver_type"],
+        lenet["lr_policy"],
+        str(lenet["batch_size"]),
     )
     assert float(form["aug_shift"]) > 0 and float(form["aug_invert"]) > 0
     assert form["train_epochs"] == "5"
