@@ -180,7 +180,8 @@ async def group(request: Request, store: StoreDep, user: UserDep) -> Response:
     return PlainTextResponse("Jobs regrouped.")
 
 
-@router.api_route("/clone/{job_id}", methods=["GET", "POST"])
+@router.get("/clone/{job_id}", operation_id="clone_get")  # one id per method: OpenAPI ids are unique
+@router.post("/clone/{job_id}", operation_id="clone_post")
 def clone(job_id: str, store: StoreDep, user: UserDep) -> Response:
     with refusals():
         job = actions.get_job(store, job_id)
