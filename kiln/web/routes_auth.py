@@ -12,8 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from kiln.accounts import SESSION_SECONDS, AccountError, LoginFailed, User
+from kiln.accounts import SESSION_SECONDS, AccountError, Accounts, LoginFailed, User
 from kiln.jobs.errors import UserFacingError
+from kiln.login_throttle import LoginThrottle
 from kiln.web import security
 from kiln.web.deps import SESSION_COOKIE, AccountsDep, AdminDep, UserDep, current_user, signer, wants_json
 
@@ -56,22 +57,12 @@ def login(
     """A sync route: the password hash is checked on a worker thread, never on the event loop."""
     target = _safe_next(next or request.query_params.get("next"))
     mode = request.app.state.settings.auth_mode
-    throttle = request.app.state.login_throttle  # kiln.login_throttle: failed logins per name
     try:
-        wait = throttle.wait_for(username)
-        if wait:
-            raise LoginFailed(f"Too many failed logins as {username.strip()}: try again in {wait} s.", 429)
-        try:
-            user = accounts.login(username, password, mode)
-        except LoginFailed as exc:
-            if exc.status == 401 and password:  # a wrong guess; an empty password guesses nothing
-                throttle.failed(username)
-            raise
+        user = _throttled_login(request.app.state.login_throttle, accounts, username, password, mode)
     except LoginFailed as exc:
         if wants_json(request):
             return _error(exc.status, exc.message)
         return _login_page(request, accounts, target, exc.message, exc.status)
-    throttle.succeeded(username)
     _end_current_session(request, accounts)
     session_id = accounts.create_session(user.name, with_password=bool(password))
     if wants_json(request):
@@ -88,6 +79,21 @@ def login(
         path="/",
     )
     return response
+
+
+def _throttled_login(throttle: LoginThrottle, accounts: Accounts, username: str, password: str, mode: str) -> User:
+    """accounts.login behind the failed-login throttle (kiln.login_throttle); raises LoginFailed."""
+    wait = throttle.wait_for(username)
+    if wait:  # only names that passed check_username have failures counted
+        raise LoginFailed(f"Too many failed logins as {username.strip()}: try again in {wait} s.", 429)
+    try:
+        user = accounts.login(username, password, mode)
+    except LoginFailed as exc:
+        if exc.status == 401 and password:  # a wrong guess; an empty password guesses nothing
+            throttle.failed(username)
+        raise
+    throttle.succeeded(username)
+    return user
 
 
 def _end_current_session(request: Request, accounts: AccountsDep) -> None:
