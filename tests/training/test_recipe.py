@@ -89,23 +89,14 @@ def mnist_slice(tmp_path_factory: pytest.TempPathFactory):
     2,000 as val: light digits on dark only, no inverted copies."""
     from kiln.datasets.pack import build_dataset
     from kiln.datasets.reader import PackedDataset
-    from kiln.datasets.spec import DatasetSpec
-    from kiln.datasets.stdsets import SourceMissing, write_mnist
+    from kiln.datasets.stdsets import SourceMissing, folders_spec, write_mnist
 
     root = tmp_path_factory.mktemp("mnist")
     try:
         write_mnist(root / "mnist", limit=2000)
     except SourceMissing as exc:
         pytest.skip(str(exc))
-    spec = DatasetSpec(
-        folder_train=str(root / "mnist" / "train"),
-        has_val_folder=True,
-        folder_val=str(root / "mnist" / "test"),
-        folder_pct_val=0,
-        resize_channels=1,
-        resize_width=28,
-        resize_height=28,
-    )
+    spec = folders_spec(root / "mnist")
     build_dataset(spec, root / "packed", RecordingReporter(), workers=1)
     return PackedDataset(root / "packed")
 
