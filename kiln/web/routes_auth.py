@@ -26,11 +26,6 @@ def _safe_next(target: str | None) -> str:
     return target if target and target.startswith("/") and not target.startswith(("//", "/\\")) else "/"
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    body = {"error": {"message": message, "type": security.ERROR_TYPES.get(status, "Error")}}
-    return JSONResponse(body, status_code=status)
-
-
 def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     return request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
 
@@ -61,7 +56,7 @@ def login(
         user = _throttled_login(request.app.state.login_throttle, accounts, username, password, mode)
     except LoginFailed as exc:
         if wants_json(request):
-            return _error(exc.status, exc.message)
+            return security.error_response(request, exc.status, exc.message)
         return _login_page(request, accounts, target, exc.message, exc.status)
     _end_current_session(request, accounts)
     session_id = accounts.create_session(user.name, with_password=bool(password))
@@ -158,7 +153,7 @@ def add_user(
         created = accounts.add_user(username, password, is_admin.lower() in ("on", "true", "1", "yes"))
     except AccountError as exc:
         if wants_json(request):
-            return _error(exc.status, exc.message)
+            return security.error_response(request, exc.status, exc.message)
         return _page(request, "users.html", {"users": accounts.list_users(), "error": exc.message}, exc.status)
     if wants_json(request):
         return JSONResponse(created, status_code=201)
@@ -226,13 +221,13 @@ def change_password(
     if accounts.verify_password(user.name, current_password) is None:
         message = "The current password is wrong."
         if wants_json(request):
-            return _error(400, message)
+            return security.error_response(request, 400, message)
         return _account_page(request, user, accounts, error=message)
     try:
         accounts.set_password(user.name, new_password)
     except AccountError as exc:
         if wants_json(request):
-            return _error(exc.status, exc.message)
+            return security.error_response(request, exc.status, exc.message)
         return _account_page(request, user, accounts, error=exc.message)
     if wants_json(request):
         return JSONResponse({"username": user.name})
